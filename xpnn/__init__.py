@@ -1,0 +1,54 @@
+"""xpnn: the classic from-scratch neural network, written once against the Python
+Array API standard, running unchanged on NumPy, CuPy, PyTorch and array-api-strict."""
+
+from ._backend import (
+    BACKENDS,
+    asarray,
+    available_backends,
+    backend_name,
+    get_namespace,
+    to_numpy,
+)
+from .gradcheck import GradientCheck, ParamCheck, gradient_check
+from .layers import ACTIVATIONS, ELU, Affine, Identity, ReLU, Sigmoid, Tanh
+from .losses import (
+    LOSSES,
+    BinaryCrossEntropy,
+    MeanSquaredError,
+    SoftmaxCrossEntropy,
+    binary_cross_entropy,
+    mse,
+    softmax_cross_entropy,
+)
+from .network import MLP
+from .numerical import numerical_gradient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "BACKENDS",
+    "ELU",
+    "LOSSES",
+    "MLP",
+    "Affine",
+    "BinaryCrossEntropy",
+    "GradientCheck",
+    "Identity",
+    "MeanSquaredError",
+    "ParamCheck",
+    "ReLU",
+    "Sigmoid",
+    "SoftmaxCrossEntropy",
+    "Tanh",
+    "asarray",
+    "available_backends",
+    "backend_name",
+    "binary_cross_entropy",
+    "get_namespace",
+    "gradient_check",
+    "mse",
+    "numerical_gradient",
+    "softmax_cross_entropy",
+    "to_numpy",
+]
