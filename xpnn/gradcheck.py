@@ -10,7 +10,8 @@ DEFAULT_THRESHOLD = {"float64": 1e-7, "float32": 5e-2}
 
 @dataclass(frozen=True)
 class ParamCheck:
-    """One parameter's result: max over its elements of |g_bp - g_num| / max(|g_bp| + |g_num|, tiny)."""
+    """One parameter's result; the relative error of an element is
+    |g_bp - g_num| / max(|g_bp| + |g_num|, tiny)."""
 
     name: str
     shape: tuple

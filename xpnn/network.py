@@ -55,16 +55,18 @@ def _check_activations(activation, n_hidden: int) -> list[str]:
     return [n.lower() for n in names]
 
 
-def _init_std(weight_init, n_in: int, activation: str | None) -> float:
+def _init_std(weight_init, n_in: int) -> float:
     if isinstance(weight_init, str):
         key = weight_init.lower()
         if key == "xavier":
             return math.sqrt(1.0 / n_in)
         if key == "he":
             return math.sqrt(2.0 / n_in)
-        raise ValueError(f"weight_init must be a positive float, 'xavier' or 'he', not {weight_init!r}")
+        raise ValueError(f"weight_init must be a positive float, 'xavier' or 'he', not {key!r}")
     if isinstance(weight_init, bool) or not isinstance(weight_init, numbers.Real):
-        raise TypeError(f"weight_init must be a positive float, 'xavier' or 'he', not {weight_init!r}")
+        raise TypeError(
+            f"weight_init must be a positive float, 'xavier' or 'he', not {weight_init!r}"
+        )
     if not (weight_init > 0 and math.isfinite(weight_init)):
         raise ValueError(f"weight_init std must be positive and finite, got {weight_init!r}")
     return float(weight_init)
@@ -130,9 +132,9 @@ class MLP:
 
         rng = np.random.default_rng(seed)
         host = {}
-        for i, (n_in, n_out_) in enumerate(zip(self.sizes[:-1], self.sizes[1:]), start=1):
-            act = self.activations[i - 2] if i >= 2 else None
-            std = _init_std(weight_init, n_in, act)
+        for i in range(1, len(self.sizes)):
+            n_in, n_out_ = self.sizes[i - 1], self.sizes[i]
+            std = _init_std(weight_init, n_in)
             host[f"W{i}"] = std * rng.standard_normal((n_in, n_out_))
             host[f"b{i}"] = np.zeros(n_out_)
         dev = resolve_device(self.xp, device)
