@@ -238,6 +238,8 @@ def asarray(x, backend=None, device=None, dtype=None):
     host = to_numpy(x)
     if dtype is not None:
         host = host.astype(dtype_name(xp, resolve_dtype(xp, dtype)), copy=False)
+    if backend_name(xp) != "numpy" and not host.flags.writeable:
+        host = host.copy()  # torch would share (and warn about) a read-only buffer
     if dev is None:
         return xp.asarray(host)
     return xp.asarray(host, device=dev)
