@@ -261,7 +261,7 @@ class MLP:
         self.loss_prepared(x, T)
         dout = self.last_layer.backward()
         for i in range(self.n_layers - 1, -1, -1):
-            dout = self.affines[i].backward(dout)
+            dout = self.affines[i].backward(dout, input_grad=i > 0)
             if i > 0:
                 dout = self.hidden[i - 1].backward(dout)
         grads = {}
@@ -290,3 +290,10 @@ class MLP:
                 grads[key] = _numerical.numerical_gradient(f, value, h)
             return grads
         raise ValueError(f"method must be 'batched' or 'loop', not {method!r}")
+
+    def save(self, path) -> str:
+        """Write architecture and parameters to one .npz file (``xpnn.checkpoint.save``);
+        reload with ``xpnn.checkpoint.load(path, backend=..., device=...)``."""
+        from .checkpoint import save
+
+        return save(self, path)
