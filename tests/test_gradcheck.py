@@ -110,7 +110,9 @@ def test_chunking_does_not_change_the_result(backend, budget):
     ref = host(net.numerical_gradient(x, t, memory_budget=10**9))
     got = host(net.numerical_gradient(x, t, memory_budget=budget))
     for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-12)
+        # chunk sizes change BLAS blocking, so losses may differ in the last bit:
+        # one ulp of the loss over 2h is ~1e-11
+        np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("key", ["W1", "b1", "W2", "b2", "W3", "b3"])

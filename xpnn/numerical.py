@@ -99,6 +99,7 @@ class _Cache:
             a = h @ W + b
             self.pre.append(a)
             h = net.hidden[i].function(a) if i < len(net.hidden) else a
+        self.row_max = net.xp.max(self.pre[-1], axis=1)  # (N,) unperturbed logit maxima
 
 
 def _tail_losses(net, a, layer: int, T):
@@ -138,14 +139,25 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
             cols[:, None] == xp.arange(width, device=device_of(a))[None, :], a.dtype
         )
         logits = a[None, :, :] + shift[:, :, None] * onehot[:, None, :]
-        return net.last_layer.value(logits, T)
+        return _loss_of_logits(net, logits, T, cache.row_max[None, :] + xp.abs(shift))
     act = net.hidden[layer]
     col = xp.take(a, cols, axis=1).T  # (P, N) unperturbed column of a_l
     dz = act.function(col + shift) - act.function(col)  # change of that column of z_l
     W_next = net.params[f"W{layer + 2}"]
     w_rows = xp.take(W_next, cols, axis=0)  # (P, d_next)
     a_next = cache.pre[layer + 1][None, :, :] + dz[:, :, None] * w_rows[:, None, :]
+    if layer + 1 == net.n_layers - 1:  # a_next are the logits: bound their row maximum
+        bound = xp.max(xp.abs(w_rows), axis=1)  # (P,)
+        return _loss_of_logits(net, a_next, T, cache.row_max[None, :] + xp.abs(dz) * bound[:, None])
     return _tail_losses(net, a_next, layer + 1, T)
+
+
+def _loss_of_logits(net, logits, T, row_max):
+    """Stacked losses; ``row_max`` (P, N) bounds each perturbed row's maximum from
+    above by the perturbation's size, a valid log-sum-exp shift (softmax only)."""
+    if net.loss_name == "softmax_cross_entropy":
+        return net.last_layer.value(logits, T, row_max=row_max)
+    return net.last_layer.value(logits, T)
 
 
 def _chunk_size(net, layer: int, n_rows: int, budget: int) -> int:
