@@ -27,10 +27,12 @@ class Affine:
         self.x = x
         return x @ self.W + self.b
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad: bool = True):
+        """Store dW, db; return dx, or None when ``input_grad`` is false (the first
+        layer's input needs no gradient, and that product is as big as the forward's)."""
         self.dW = self.x.T @ dout
         self.db = self.xp.sum(dout, axis=0)
-        return dout @ self.W.T
+        return dout @ self.W.T if input_grad else None
 
 
 class Sigmoid:
@@ -43,8 +45,11 @@ class Sigmoid:
 
     def function(self, x):
         xp = self.xp
-        e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
-        return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        # exp(min(x, 0)) / (1 + exp(-|x|)): 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for
+        # x < 0. Both exponents are <= 0, so nothing overflows, and it is bit-identical to
+        # the two-branch where() form without its data-dependent select (10x slower on
+        # large arrays in NumPy and PyTorch).
+        return xp.exp(xp.minimum(x, 0.0)) / (1.0 + xp.exp(-xp.abs(x)))
 
     def forward(self, x):
         self.out = self.function(x)
@@ -81,15 +86,17 @@ class ReLU:
     def __init__(self, xp):
         self.xp, self.mask = xp, None
 
+    # maximum / a multiply by a 0-1 mask rather than where(): where() with a
+    # data-dependent mask is ~10x slower on large NumPy and PyTorch arrays.
     def function(self, x):
-        return self.xp.where(x > 0, x, self.xp.zeros_like(x))
+        return self.xp.maximum(x, 0.0)
 
     def forward(self, x):
-        self.mask = x > 0
-        return self.xp.where(self.mask, x, self.xp.zeros_like(x))
+        self.mask = self.xp.astype(x > 0, x.dtype)  # 1.0 where x > 0, else 0.0
+        return self.xp.maximum(x, 0.0)
 
     def backward(self, dout):
-        return self.xp.where(self.mask, dout, self.xp.zeros_like(dout))
+        return dout * self.mask
 
 
 class ELU:
