@@ -81,9 +81,10 @@ def _bad(path, problem: str) -> ValueError:
 def _read(path) -> tuple[dict, dict]:
     """The architecture dict and the parameter arrays of the checkpoint at ``path``."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise _bad(path, "not an xpnn checkpoint (a single .npy array, not an .npz)")
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a plain .npy array
+            raise _bad(path, "not an xpnn checkpoint (a single .npy array, not an .npz)")
+        with data:
             names = list(data.files)
             if MARKER not in names:
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
@@ -98,7 +99,8 @@ def _read(path) -> tuple[dict, dict]:
     except ValueError as exc:
         if str(exc).startswith(f"{path}:"):
             raise
-        raise _bad(path, f"not a readable .npz file ({exc})") from None
+        raise _bad(path, f"not a readable .npz file: damaged, truncated or another format "
+                   f"({exc})") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
         raise _bad(
             path, f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
@@ -108,10 +110,11 @@ def _read(path) -> tuple[dict, dict]:
         arch = json.loads(str(marker[()]))
     except (ValueError, TypeError, IndexError) as exc:
         raise _bad(path, f"damaged checkpoint: the {MARKER!r} entry is not JSON ({exc})") from None
-    if not isinstance(arch, dict) or arch.get("format") != FORMAT:
+    if not isinstance(arch, dict):
+        raise _bad(path, f"damaged checkpoint: the {MARKER!r} entry is not a JSON object")
+    if arch.get("format") != FORMAT:
         raise _bad(path, f"not an xpnn checkpoint (format {arch.get('format')!r}, "
-                   f"expected {FORMAT!r})" if isinstance(arch, dict) else
-                   "not an xpnn checkpoint (the marker is not a JSON object)")
+                   f"expected {FORMAT!r})")
     version = arch.get("version")
     if not isinstance(version, int) or version > VERSION:
         raise _bad(path, f"checkpoint format version {version!r} is not one this xpnn reads "

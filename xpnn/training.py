@@ -12,12 +12,16 @@ How the loop stays on the device
   evaluations, so an accelerator never waits for Python.
 
 Divergence (NaN/inf)
-  After every update the parameters are checked for NaN/inf. Where reading a value is
-  free (host-memory backends, see ``_checks_every_iteration``) the check is exact: the
-  error names the update that went bad and the parameters from just before it are put
-  back. On accelerators the check is an ``xp.where`` on the device that remembers the
-  first bad iteration; it is read at the next evaluation, and the parameters of the last
-  good evaluation are put back. A NaN/inf evaluation loss counts as divergence too.
+  A NaN/inf loss shows up as NaN/inf gradients and so as NaN/inf parameters, which are
+  checked after every update. Where reading a value is free (host-memory backends, see
+  ``_checks_every_iteration``) the check is exact: the error names the update that
+  went bad, and the parameters from just before it are put back (or, if their loss is
+  not finite either, those of the last evaluation). On accelerators the check is an
+  ``xp.where`` on the device that remembers the first bad iteration; it is read at the
+  next evaluation, and the parameters of the last good evaluation are put back. A
+  NaN/inf loss at an evaluation counts as divergence too (a loss can overflow while
+  the parameters are still finite). ``meta["restored_iteration"]`` says which
+  parameters the network was left with.
 
 Iterations are counted from 1: "iteration k" is the k-th update, and the history's
 record at iteration k is taken after it (iteration 0 is the untrained network).
@@ -127,10 +131,11 @@ class History:
     def from_dict(cls, data: dict) -> History:
         if not isinstance(data, dict) or data.get("format") != _HISTORY_FORMAT:
             raise ValueError("not an xpnn history (no 'format': 'xpnn-history' entry)")
-        if data.get("version", 0) > _HISTORY_VERSION:
+        version = data.get("version")
+        if not isinstance(version, int) or version > _HISTORY_VERSION:
             raise ValueError(
-                f"history format version {data.get('version')} is newer than this xpnn "
-                f"reads ({_HISTORY_VERSION})"
+                f"history format version {version!r} is not one this xpnn reads "
+                f"(up to {_HISTORY_VERSION})"
             )
         records = data.get("records", {})
         lengths = {len(records.get(name, [])) for name in FIELDS}
@@ -262,12 +267,24 @@ def _metrics(net, x, T, chunk: int):
     else:
         loss = acc = 0.0
         for s in range(0, n, chunk):
-            xc, Tc = x[s : s + chunk], T[s : s + chunk]
+            stop = min(n, s + chunk)
+            xc, Tc = x[s:stop, :], T[s:stop, :]
             w = xc.shape[0] / n
             loss = loss + w * net.loss_prepared(xc, Tc)
             if has_acc:
                 acc = acc + w * net.accuracy_prepared(xc, Tc)
     return float(loss), (float(acc) if has_acc else None)
+
+
+def _factor(schedule, iteration: int) -> float:
+    factor = schedule(iteration)
+    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
+        factor >= 0 and math.isfinite(factor)
+    ):
+        raise ValueError(
+            f"lr_schedule({iteration}) gave {factor!r}; factors must be finite and >= 0"
+        )
+    return float(factor)
 
 
 def _make_bar(total: int):
@@ -461,7 +478,8 @@ def train(
             "batch_size": batch_size,
             "gradient": gradient,
             "h": h,
-            "seed": seed if seed is None or isinstance(seed, int) else repr(seed),
+            "seed": (seed if seed is None else int(seed) if isinstance(seed, numbers.Integral)
+                     else repr(seed)),
             "n_train": n,
             "n_test": None if test_set is None else test_set[0].shape[0],
             "iters_per_epoch": per_epoch,
@@ -501,20 +519,26 @@ def train(
         first_bad = xp.asarray(-1, dtype=xp.int64, device=dev)
         it_dev = xp.asarray(1, dtype=xp.int64, device=dev)
 
-    run = {"good": dict(net.params), "best": None, "best_loss": math.inf, "waited": 0}
+    # "good": the parameters of the last evaluation (finite loss), taken at "good_it"
+    run = {"good": dict(net.params), "good_it": 0, "best": None, "best_loss": math.inf,
+           "waited": 0}
     train_time = 0.0
     it = 0
     bar = _make_bar(total) if progress else None
 
-    def diverged(iteration: int, why: str, restore: dict, restored_to: str):
+    def diverged(iteration: int, why: str, restore: dict, restored_iteration: int):
+        """Put finite parameters back and build the error (the caller raises it)."""
         net.params.update(restore)
         meta["diverged_at"] = iteration
+        meta["restored_iteration"] = restored_iteration
         meta["iterations"] = iteration
         meta["train_time"] = train_time
         meta["wall_time"] = time.perf_counter() - wall_start
+        start = " (the starting ones)" if restored_iteration == 0 else ""
         return TrainingDivergedError(
             f"training diverged at iteration {iteration}: {why} (lr={optimizer.lr:g}); "
-            f"the parameters were restored to {restored_to}. Try a smaller learning rate.",
+            f"the parameters were restored to those after iteration {restored_iteration}"
+            f"{start}. Try a smaller learning rate.",
             iteration,
             history,
         )
@@ -531,10 +555,9 @@ def train(
                 iteration,
                 f"{where} loss is {train_loss if where == 'the training' else test_loss}",
                 run["good"],
-                f"those of the last good evaluation (iteration {history.iteration[-1]})"
-                if len(history) else "the untrained ones",
+                run["good_it"],
             )
-        run["good"] = dict(net.params)
+        run["good"], run["good_it"] = dict(net.params), iteration
         record = {
             "iteration": iteration,
             "epoch": iteration / per_epoch,
@@ -575,7 +598,7 @@ def train(
         if any(net.params[k] is not v for k, v in pre_callbacks.items()):
             if not bool(_all_finite(xp, net.params)):
                 raise diverged(iteration, "a callback left NaN or inf parameters",
-                               pre_callbacks, "those before the callback")
+                               pre_callbacks, iteration)
             run["good"] = dict(net.params)
         return stop
 
@@ -583,28 +606,21 @@ def train(
     try:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             if lr_schedule is not None:
-                optimizer.lr = base_lr * float(lr_schedule(0))
+                optimizer.lr = base_lr * _factor(lr_schedule, 0)
             stop = evaluate(0)
             mark = time.perf_counter()
             while it < total and not stop:
                 # one step: gather a batch on the device, gradient, update. (The body
                 # has fixed shapes, so a later cuda_graph= option can capture it.)
                 if lr_schedule is not None:
-                    factor = lr_schedule(it)
-                    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
-                        factor >= 0 and math.isfinite(factor)
-                    ):
-                        raise ValueError(
-                            f"lr_schedule({it}) gave {factor!r}; factors must be finite and >= 0"
-                        )
-                    optimizer.lr = base_lr * float(factor)
+                    optimizer.lr = base_lr * _factor(lr_schedule, it)
                 if batches is None:
                     xb, Tb = x, T
                 else:
                     if it >= block_stop:
                         block_start, block_stop = it, min(total, it + block_iters)
                         block = xp.asarray(batches.block(block_start, block_stop), device=dev)
-                    rows = block[it - block_start]
+                    rows = block[it - block_start, :]
                     xb, Tb = xp.take(x, rows, axis=0), xp.take(T, rows, axis=0)
                 before = dict(net.params)  # references: arrays are never written into
                 optimizer.update(net.params, grad_fn(xb, Tb))
@@ -612,8 +628,15 @@ def train(
                 if exact:
                     if not bool(_all_finite(xp, net.params)):
                         train_time += time.perf_counter() - mark
-                        raise diverged(it, "the parameters became NaN or inf", before,
-                                       f"those before iteration {it}")
+                        # the parameters before this update are finite, but their loss
+                        # may not be (an overflowing loss with finite gradients): check
+                        # once, else fall back to the last evaluation's
+                        net.params.update(before)
+                        if math.isfinite(_metrics(net, x, T, eval_batch_size)[0]):
+                            raise diverged(it, "the parameters became NaN or inf", before,
+                                           it - 1)
+                        raise diverged(it, "the parameters became NaN or inf", run["good"],
+                                       run["good_it"])
                 else:
                     bad = xp.logical_and(first_bad < 0, xp.logical_not(_all_finite(xp, net.params)))
                     first_bad = xp.where(bad, it_dev, first_bad)
@@ -625,9 +648,8 @@ def train(
                     bad_at = -1 if exact else int(first_bad)  # waits for the device
                     train_time += time.perf_counter() - mark
                     if bad_at >= 0:
-                        last = history.iteration[-1]
                         raise diverged(bad_at, "the parameters became NaN or inf", run["good"],
-                                       f"those of the last good evaluation (iteration {last})")
+                                       run["good_it"])
                     stop = evaluate(it)
                     mark = time.perf_counter()
     finally:

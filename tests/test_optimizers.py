@@ -1,0 +1,207 @@
+"""Optimisers (the book's formulas, on every backend) and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn.optimizers import (
+    OPTIMIZERS,
+    SGD,
+    AdaGrad,
+    Adam,
+    CosineLR,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    StepLR,
+    make_optimizer,
+)
+
+
+def blobs(n=60, d=4, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = 2.0 * rng.standard_normal((k, d))
+    y = rng.integers(0, k, n)
+    return centers[y] + rng.standard_normal((n, d)), y
+
+
+def _net(backend, dtype="float64", **kw):
+    name, device = backend
+    return xpnn.MLP([4, 5, 3], activation="tanh", weight_init=0.5, backend=name,
+                    device=device, dtype=dtype, seed=0, **kw)
+
+
+def _host(d):
+    return {k: xpnn.to_numpy(v).copy() for k, v in d.items()}
+
+
+class Reference:
+    """The book's common/optimizer.py, in NumPy, in place on host arrays."""
+
+    def __init__(self, name, lr, **kw):
+        self.name, self.lr, self.kw = name, lr, kw
+        self.s1, self.s2, self.t = {}, {}, 0
+
+    def update(self, p, g):
+        kw, lr = self.kw, self.lr
+        self.t += 1
+        for k in p:
+            s1 = self.s1.setdefault(k, np.zeros_like(p[k]))
+            s2 = self.s2.setdefault(k, np.zeros_like(p[k]))
+            if self.name == "sgd":
+                p[k] -= lr * g[k]
+            elif self.name == "momentum":
+                s1[...] = kw["momentum"] * s1 - lr * g[k]
+                p[k] += s1
+            elif self.name == "nesterov":
+                mu = kw["momentum"]
+                s1 *= mu
+                s1 -= lr * g[k]
+                p[k] += mu * mu * s1
+                p[k] -= (1 + mu) * lr * g[k]
+            elif self.name == "adagrad":
+                s1 += g[k] * g[k]
+                p[k] -= lr * g[k] / (np.sqrt(s1) + 1e-7)
+            elif self.name == "rmsprop":
+                s1 *= kw["decay_rate"]
+                s1 += (1 - kw["decay_rate"]) * g[k] * g[k]
+                p[k] -= lr * g[k] / (np.sqrt(s1) + 1e-7)
+            elif self.name == "adam":
+                b1, b2 = kw["beta1"], kw["beta2"]
+                lr_t = lr * np.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+                s1 += (1 - b1) * (g[k] - s1)
+                s2 += (1 - b2) * (g[k] ** 2 - s2)
+                p[k] -= lr_t * s1 / (np.sqrt(s2) + 1e-7)
+
+
+CASES = {
+    "sgd": {"lr": 0.3},
+    "momentum": {"lr": 0.1, "momentum": 0.8},
+    "nesterov": {"lr": 0.1, "momentum": 0.7},
+    "adagrad": {"lr": 0.2},
+    "rmsprop": {"lr": 0.02, "decay_rate": 0.9},
+    "adam": {"lr": 0.01, "beta1": 0.8, "beta2": 0.99},
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_first_steps_match_the_books_formulas(backend, to_backend, name):
+    x, y = blobs()
+    xb, tb = to_backend(x, "float64"), to_backend(y)
+    net = _net(backend)
+    kw = CASES[name]
+    opt = make_optimizer(name, **kw)
+    ref = Reference(name, kw["lr"], **{k: v for k, v in kw.items() if k != "lr"})
+    expected = _host(net.params)
+    for _ in range(3):  # three steps: the state (velocity, averages, t) matters too
+        grads = net.gradient(xb, tb)
+        ref.update(expected, _host(grads))
+        opt.update(net.params, grads)
+        got = _host(net.params)
+        for k in expected:
+            np.testing.assert_allclose(got[k], expected[k], rtol=1e-12, atol=1e-12)
+
+
+LRS = {"sgd": 0.5, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0.01,
+       "adam": 0.01}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_reduces_the_loss(backend, to_backend, name):
+    x, y = blobs()
+    xb, tb = to_backend(x, "float32"), to_backend(y)
+    net = _net(backend, dtype="float32")
+    opt = OPTIMIZERS[name](lr=LRS[name])
+    before = float(net.loss(xb, tb))
+    for _ in range(50):
+        opt.update(net.params, net.gradient(xb, tb))
+    after = float(net.loss(xb, tb))
+    assert after < 0.7 * before, (name, before, after)
+    assert all(p.dtype == net.xp.float32 for p in net.params.values())
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_updates_rebind_and_never_write(name):
+    p = {"W": np.arange(6.0).reshape(2, 3), "b": np.ones(3)}
+    g = {"W": np.full((2, 3), 0.5), "b": np.full(3, -0.25)}
+    for a in (*p.values(), *g.values()):
+        a.flags.writeable = False
+    originals = dict(p)
+    copies = {k: v.copy() for k, v in p.items()}
+    opt = make_optimizer(name, lr=0.1)
+    opt.update(p, g)
+    opt.update(p, g)
+    for k in p:
+        assert p[k] is not originals[k]
+        np.testing.assert_array_equal(originals[k], copies[k])
+        assert not np.array_equal(p[k], copies[k])
+
+
+def test_registry_and_defaults():
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}
+    assert isinstance(make_optimizer("ADAM"), Adam)
+    assert SGD().lr == 0.01 and Adam().lr == 0.001
+    assert (Momentum().momentum, Nesterov().momentum) == (0.9, 0.9)
+    assert RMSprop().decay_rate == 0.99
+    assert (Adam().beta1, Adam().beta2) == (0.9, 0.999)
+    assert AdaGrad(lr=0.5).hyperparams() == {"lr": 0.5}
+    assert "lr=0.5" in repr(AdaGrad(lr=0.5))
+
+
+@pytest.mark.parametrize("lr", [0, -0.1, math.nan, math.inf])
+def test_bad_learning_rates(lr):
+    with pytest.raises(ValueError, match="lr must be positive"):
+        make_optimizer("sgd", lr=lr)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        Adam(lr=lr)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'.*sgd"):
+        make_optimizer("adamw")
+    with pytest.raises(TypeError, match="lr must be a number"):
+        make_optimizer("sgd", lr="0.1")
+    with pytest.raises(TypeError, match="lr must be a number"):
+        SGD(lr=True)
+    with pytest.raises(TypeError, match="takes the arguments lr, momentum"):
+        make_optimizer("momentum", beta1=0.9)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        Momentum(momentum=1.0)
+    with pytest.raises(ValueError, match="beta2"):
+        Adam(beta2=-0.1)
+    with pytest.raises(ValueError, match="grads has no entry for b"):
+        SGD().update({"W": np.ones(2), "b": np.ones(2)}, {"W": np.ones(2)})
+    with pytest.raises(TypeError, match="two dicts"):
+        SGD().update([np.ones(2)], [np.ones(2)])
+
+
+def test_step_schedule():
+    s = StepLR(10, gamma=0.5)
+    assert [s(i) for i in (0, 9, 10, 19, 20, 35)] == [1, 1, 0.5, 0.5, 0.25, 0.125]
+    assert StepLR(3)(3) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        StepLR(0)
+    with pytest.raises(TypeError):
+        StepLR(2.5)
+    with pytest.raises(ValueError):
+        StepLR(5, gamma=0)
+
+
+def test_cosine_schedule():
+    s = CosineLR(100)
+    assert s(0) == 1.0
+    assert s(50) == pytest.approx(0.5)
+    assert s(25) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert s(100) == pytest.approx(0.0) and s(500) == pytest.approx(0.0)
+    m = CosineLR(10, min_factor=0.1)
+    assert m(0) == 1.0 and m(10) == pytest.approx(0.1) and m(5) == pytest.approx(0.55)
+    factors = [s(i) for i in range(101)]
+    assert np.all(np.diff(factors) <= 0)
+    with pytest.raises(ValueError):
+        CosineLR(10, min_factor=1.5)
+    with pytest.raises(ValueError):
+        CosineLR(0)
