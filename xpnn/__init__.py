@@ -1,6 +1,7 @@
 """xpnn: the classic from-scratch neural network, written once against the Python
 Array API standard, running unchanged on NumPy, CuPy, PyTorch and array-api-strict."""
 
+from . import checkpoint, datasets, optimizers
 from ._backend import (
     BACKENDS,
     asarray,
@@ -9,6 +10,7 @@ from ._backend import (
     get_namespace,
     to_numpy,
 )
+from .checkpoint import load
 from .gradcheck import GradientCheck, ParamCheck, gradient_check
 from .layers import ACTIVATIONS, ELU, Affine, Identity, ReLU, Sigmoid, Tanh
 from .losses import (
@@ -22,10 +24,40 @@ from .losses import (
 )
 from .network import MLP
 from .numerical import numerical_gradient
+from .optimizers import (
+    OPTIMIZERS,
+    SGD,
+    AdaGrad,
+    Adam,
+    CosineLR,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    StepLR,
+    make_optimizer,
+)
+from .training import History, TrainingDivergedError, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "AdaGrad",
+    "Adam",
+    "CosineLR",
+    "History",
+    "Momentum",
+    "Nesterov",
+    "RMSprop",
+    "StepLR",
+    "TrainingDivergedError",
+    "checkpoint",
+    "datasets",
+    "load",
+    "make_optimizer",
+    "optimizers",
+    "train",
     "ACTIVATIONS",
     "BACKENDS",
     "ELU",
