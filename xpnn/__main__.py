@@ -1,0 +1,8 @@
+"""``python -m xpnn``: the same command line as the ``xpnn`` script."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
