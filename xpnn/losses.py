@@ -68,6 +68,12 @@ class SoftmaxCrossEntropy:
     def backward(self):
         return (self.y - self.T) / self.T.shape[0]
 
+    def gradient(self, z, T):
+        """dL/dz straight from the logits, without evaluating the loss (all a training
+        step needs); leaves the layer as ``forward`` + ``backward`` would."""
+        self.y, self.T = self.output(z), T
+        return (self.y - T) / T.shape[0]
+
 
 class BinaryCrossEntropy:
     """Logistic loss of one sigmoid output unit, computed from its logit:
@@ -100,6 +106,12 @@ class BinaryCrossEntropy:
     def backward(self):
         return (self.y - self.T) / self.T.shape[0]
 
+    def gradient(self, z, T):
+        """dL/dz straight from the logits, without evaluating the loss (all a training
+        step needs); leaves the layer as ``forward`` + ``backward`` would."""
+        self.y, self.T = self.output(z), T
+        return (self.y - T) / T.shape[0]
+
 
 class MeanSquaredError:
     """mean over all elements of (z - T)^2, as torch.nn.MSELoss. Gradient: 2 (z - T) / (N * C)."""
@@ -124,6 +136,11 @@ class MeanSquaredError:
 
     def backward(self):
         return 2.0 * self.diff / (self.diff.shape[0] * self.diff.shape[1])
+
+    def gradient(self, z, T):
+        """dL/dz without evaluating the loss."""
+        self.diff = z - T
+        return 2.0 * self.diff / (T.shape[0] * T.shape[1])
 
 
 #: loss name -> loss class

@@ -258,8 +258,8 @@ class MLP:
         return xp.mean(xp.astype(hit, self.dtype))
 
     def gradient_prepared(self, x, T) -> dict:
-        self.loss_prepared(x, T)
-        dout = self.last_layer.backward()
+        # the loss value is not needed for the gradient: skip evaluating it
+        dout = self.last_layer.gradient(self.forward(x), T)
         for i in range(self.n_layers - 1, -1, -1):
             dout = self.affines[i].backward(dout, input_grad=i > 0)
             if i > 0:
