@@ -161,3 +161,31 @@ def test_bad_numerical_arguments():
         net.numerical_gradient(x, t, h=0)
     with pytest.raises(ValueError, match="memory_budget"):
         net.numerical_gradient(x, t, memory_budget=-5)
+
+
+def test_noise_floor_passes_rounding_but_not_real_errors():
+    """Elements with gradients near zero differ from central differences by rounding
+    (~1e-11); the absolute floor lets those pass without hiding a real error."""
+    found = None
+    for seed in range(50):
+        net, x, t = problem(("numpy", None), [4, 8, 8, 1], loss="binary_cross_entropy",
+                            n=8, seed=seed, activation="relu", weight_init=0.7)
+        report = xpnn.gradient_check(net, x, t)
+        if report.max_rel_error > 1e-7:
+            found = (net, x, t, report)
+            break
+    assert found is not None, "expected a problem with a sub-noise gradient element"
+    net, x, t, report = found
+    assert report.passed, report.table()
+    assert max(c.max_abs_error for c in report.values()) <= report.atol
+    strict = xpnn.gradient_check(net, x, t, atol=0.0)
+    assert not strict.passed  # the plain relative criterion alone fails on rounding
+    real = net.gradient_prepared
+
+    def off_by_1e_6(x, T):
+        g = real(x, T)
+        g["b1"] = g["b1"] * (1 + 1e-6)
+        return g
+
+    net.gradient_prepared = off_by_1e_6
+    assert not xpnn.gradient_check(net, x, t).passed

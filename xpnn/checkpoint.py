@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 
 import numpy as np
 
 from ._backend import asarray, to_numpy
+from ._io import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
@@ -23,26 +23,6 @@ __all__ = ["FORMAT", "VERSION", "load", "save"]
 MARKER = "__xpnn__"
 FORMAT = "xpnn-mlp"
 VERSION = 1
-
-
-def _atomic_write(path, write) -> None:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, then rename it onto
-    ``path``: readers see the old file or the complete new one, never a partial one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _architecture(net) -> dict:
@@ -70,7 +50,7 @@ def save(net, path) -> str:
     if MARKER in arrays:
         raise ValueError(f"parameter name {MARKER!r} is reserved")
     arrays[MARKER] = np.asarray(json.dumps(_architecture(net)))
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
     return os.fspath(path)
 
 

@@ -339,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=_positive_float, default=None,
                    help="largest max relative error that passes (default: 1e-7 in float64, "
                         "5e-2 in float32)")
+    c.add_argument("--atol", type=float, default=None,
+                   help="absolute error that passes whatever the relative error, for "
+                        "elements whose gradient is near zero (default: 10*eps*max(1,|loss|)/h, "
+                        "ten times the central difference's rounding noise; 0 turns it off)")
     c.add_argument("--method", choices=("batched", "loop"), default="batched",
                    help="numerical gradient: broadcast ('batched') or element by element")
     _add_backend_flags(c, "floating dtype (default: float64)")
@@ -592,7 +596,8 @@ def cmd_gradcheck(args) -> int:
     t = asarray(t, backend=net.backend, device=net.device,
                 dtype=net.dtype_name if args.loss == "mse" else None)
     print(f"{net!r}, batch {args.batch}, {net.n_params} parameters")
-    result = gradient_check(net, x, t, threshold=args.threshold, h=args.h, method=args.method)
+    result = gradient_check(net, x, t, threshold=args.threshold, h=args.h, method=args.method,
+                            atol=args.atol)
     print(result.table())
     return 0 if result.passed else 1
 

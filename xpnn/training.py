@@ -148,10 +148,10 @@ class History:
 
     def save_json(self, path) -> None:
         """Write the history to ``path`` as JSON (atomically: temp file, then rename)."""
-        from .checkpoint import _atomic_write
+        from ._io import atomic_write
 
         text = json.dumps(self.to_dict(), indent=1)
-        _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
     @classmethod
     def load_json(cls, path) -> History:
