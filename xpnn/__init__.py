@@ -1,7 +1,7 @@
 """xpnn: the classic from-scratch neural network, written once against the Python
 Array API standard, running unchanged on NumPy, CuPy, PyTorch and array-api-strict."""
 
-from . import checkpoint, datasets, optimizers
+from . import checkpoint, datasets, optimizers, plotting
 from ._backend import (
     BACKENDS,
     asarray,
@@ -57,6 +57,7 @@ __all__ = [
     "load",
     "make_optimizer",
     "optimizers",
+    "plotting",
     "train",
     "ACTIVATIONS",
     "BACKENDS",
