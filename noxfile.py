@@ -60,13 +60,28 @@ def lint(session):
 
 @nox.session
 def bench(session):
-    """Benchmarks; pytest-benchmark JSON (with machine info) saved under bench/results/."""
+    """Benchmarks (bench/README.md); pytest-benchmark JSON with machine info, the Markdown
+    report and the scaling plot saved under bench/results/.
+
+    On a machine with nvidia-smi, CuPy (extra $XPNN_CUPY_EXTRA) is installed too and the
+    CuPy / PyTorch-CUDA rows run. Extra arguments go to pytest, e.g.
+    ``nox -s bench -- -m "not e2e"``. Environment: XPNN_BENCH_THREADS=1 pins the CPU
+    thread pools (recommended on a shared machine), XPNN_BENCH_BACKENDS restricts the
+    backends, XPNN_DATA_DIR points at the folder holding mnist/.
+    """
+    import shutil
+
+    gpu = shutil.which("nvidia-smi") is not None
     session.install(TORCH)
-    session.install("-e", ".[bench,plot]")
+    session.install("-e", f".[bench,plot{f',{CUPY}' if gpu else ''}]", "array-api-strict>=2.2")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = f"bench/results/bench-{stamp}.json"
+    out = f"bench/results/{'gpu' if gpu else 'cpu'}-{stamp}"
+    os.makedirs("bench/results", exist_ok=True)
     session.run(
-        "pytest", "bench", "--benchmark-only", f"--benchmark-json={out}", *session.posargs,
+        "pytest", "bench", "--benchmark-only", "--benchmark-disable-gc",
+        "--benchmark-columns=median,iqr,rounds", "--benchmark-sort=fullname",
+        f"--benchmark-json={out}.json", *session.posargs,
         env=_data_env(),
     )
-    session.run("python", "-m", "xpnn.bench_report", out)
+    session.run("python", "-m", "xpnn.bench_report", f"{out}.json",
+                f"--markdown={out}.md", f"--plot={out}.png")
