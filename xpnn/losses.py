@@ -17,7 +17,29 @@ import math
 from ._backend import device_of
 
 
-class SoftmaxCrossEntropy:
+class _LogitLoss:
+    """Shared by the two classification losses: output p = output(z) and, for both,
+    dL/dz = (p - T) / N."""
+
+    def __init__(self, xp):
+        self.xp = xp
+        self.y = self.T = None
+
+    def forward(self, z, T):
+        self.y, self.T = self.output(z), T
+        return self.value(z, T)
+
+    def backward(self):
+        return (self.y - self.T) / self.T.shape[0]
+
+    def gradient(self, z, T):
+        """dL/dz straight from the logits, without evaluating the loss (all a training
+        step needs); leaves the layer as ``forward`` + ``backward`` would."""
+        self.y, self.T = self.output(z), T
+        return (self.y - T) / T.shape[0]
+
+
+class SoftmaxCrossEntropy(_LogitLoss):
     """mean over the batch of -sum_k T[n, k] * log softmax(z[n])_k.
 
     Exact log-softmax (shift by the row maximum), so logits of +-1e4 give a finite
@@ -26,10 +48,6 @@ class SoftmaxCrossEntropy:
 
     name = "softmax_cross_entropy"
     min_outputs = 2
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.y = self.T = None
 
     def output(self, z):
         """Probabilities softmax(z), (N, C)."""
@@ -61,21 +79,8 @@ class SoftmaxCrossEntropy:
             target = xp.reshape(stack @ xp.reshape(T, (n * c,)), z.shape[:-2])
         return (lse @ ones_n - target) / n
 
-    def forward(self, z, T):
-        self.y, self.T = self.output(z), T
-        return self.value(z, T)
 
-    def backward(self):
-        return (self.y - self.T) / self.T.shape[0]
-
-    def gradient(self, z, T):
-        """dL/dz straight from the logits, without evaluating the loss (all a training
-        step needs); leaves the layer as ``forward`` + ``backward`` would."""
-        self.y, self.T = self.output(z), T
-        return (self.y - T) / T.shape[0]
-
-
-class BinaryCrossEntropy:
+class BinaryCrossEntropy(_LogitLoss):
     """Logistic loss of one sigmoid output unit, computed from its logit:
     mean of max(z, 0) - z * t + log1p(exp(-|z|)). Gradient: (sigmoid(z) - t) / N.
     """
@@ -83,10 +88,6 @@ class BinaryCrossEntropy:
     name = "binary_cross_entropy"
     min_outputs = 1
     max_outputs = 1
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.y = self.T = None
 
     def output(self, z):
         """Probability of class 1, sigmoid(z), (N, 1)."""
@@ -98,19 +99,6 @@ class BinaryCrossEntropy:
         xp = self.xp
         per = xp.maximum(z, xp.zeros_like(z)) - z * T + xp.log1p(xp.exp(-xp.abs(z)))
         return xp.sum(per, axis=(-2, -1)) / z.shape[-2]
-
-    def forward(self, z, T):
-        self.y, self.T = self.output(z), T
-        return self.value(z, T)
-
-    def backward(self):
-        return (self.y - self.T) / self.T.shape[0]
-
-    def gradient(self, z, T):
-        """dL/dz straight from the logits, without evaluating the loss (all a training
-        step needs); leaves the layer as ``forward`` + ``backward`` would."""
-        self.y, self.T = self.output(z), T
-        return (self.y - T) / T.shape[0]
 
 
 class MeanSquaredError:

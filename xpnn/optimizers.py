@@ -132,19 +132,11 @@ class Momentum(Optimizer):
             params[key] = params[key] + v
 
 
-class Nesterov(Optimizer):
+class Nesterov(Momentum):
     """Nesterov momentum in the book's form:
     v <- momentum * v - lr * dW;  W <- W + momentum^2 * v - (1 + momentum) * lr * dW."""
 
     name = "nesterov"
-
-    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
-        super().__init__(lr)
-        self.momentum = _check_unit(momentum, "momentum")
-        self.v: dict = {}
-
-    def hyperparams(self) -> dict:
-        return {"lr": self.lr, "momentum": self.momentum}
 
     def update(self, params: dict, grads: dict) -> None:
         self._check(params, grads)
