@@ -52,10 +52,14 @@ def test_losses_match_hand_formulas():
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     want = -np.mean(np.log(p[[0, 1], [0, 2]]))
     assert float(xpnn.softmax_cross_entropy(z, T)) == pytest.approx(want, rel=1e-14)
+    assert float(xpnn.softmax_cross_entropy(z, np.array([0, 2]))) == pytest.approx(want, rel=1e-14)
+    with pytest.raises(ValueError, match="labels must lie"):
+        xpnn.softmax_cross_entropy(z, np.array([0, 3]))
     zb, tb = np.array([[3.0], [-2.0]]), np.array([[1.0], [0.0]])
     s = 1 / (1 + np.exp(-zb))
     want = -np.mean(tb * np.log(s) + (1 - tb) * np.log(1 - s))
     assert float(xpnn.binary_cross_entropy(zb, tb)) == pytest.approx(want, rel=1e-12)
+    assert float(xpnn.binary_cross_entropy(zb, np.array([1, 0]))) == pytest.approx(want, rel=1e-12)
     assert float(xpnn.mse(z, T)) == pytest.approx(np.mean((z - T) ** 2), rel=1e-14)
 
 

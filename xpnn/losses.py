@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
+
 from ._backend import device_of
+from ._validation import prepare_targets
 
 
 class _LogitLoss:
@@ -145,22 +148,27 @@ def make_loss(name: str, xp):
     return LOSSES[name.lower()](xp)
 
 
-def _plain(cls, z, T):
-    import array_api_compat
-
-    return cls(array_api_compat.array_namespace(z, T)).value(z, T)
-
-
-def softmax_cross_entropy(z, T):
-    """Batch-mean softmax cross-entropy of logits z (N, C) against one-hot T (N, C)."""
-    return _plain(SoftmaxCrossEntropy, z, T)
-
-
-def binary_cross_entropy(z, T):
-    """Batch-mean logistic loss of logits z (N, 1) against 0/1 targets T (N, 1)."""
-    return _plain(BinaryCrossEntropy, z, T)
+def _plain(cls, z, t):
+    """Validate (z, t) as the network does, then evaluate the loss."""
+    xp = array_api_compat.array_namespace(z, t)
+    if z.ndim != 2 or z.shape[0] == 0 or not xp.isdtype(z.dtype, "real floating"):
+        raise ValueError(f"z must be a non-empty floating (N, C) array, got shape "
+                         f"{tuple(z.shape)} and dtype {z.dtype}")
+    T = prepare_targets(xp, device_of(z), z.dtype, cls.name, z.shape[1], t, z.shape[0])
+    return cls(xp).value(z, T)
 
 
-def mse(y, T):
-    """Mean over all elements of (y - T)^2; y, T: (N, C)."""
-    return _plain(MeanSquaredError, y, T)
+def softmax_cross_entropy(z, t):
+    """Batch-mean softmax cross-entropy of logits z (N, C) against integer labels
+    t (N,) or one-hot rows t (N, C)."""
+    return _plain(SoftmaxCrossEntropy, z, t)
+
+
+def binary_cross_entropy(z, t):
+    """Batch-mean logistic loss of logits z (N, 1) against 0/1 labels t (N,) or (N, 1)."""
+    return _plain(BinaryCrossEntropy, z, t)
+
+
+def mse(y, t):
+    """Mean over all elements of (y - t)^2; y: (N, C), t: (N, C) or (N,) when C == 1."""
+    return _plain(MeanSquaredError, y, t)
