@@ -83,5 +83,5 @@ def bench(session):
         f"--benchmark-json={out}.json", *session.posargs,
         env=_data_env(),
     )
-    session.run("python", "-m", "xpnn.bench_report", f"{out}.json",
+    session.run("python", "bench/report.py", f"{out}.json",
                 f"--markdown={out}.md", f"--plot={out}.png")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import xpnn
-from xpnn import numerical as xnum
+from xpnn.nn import numerical as xnum
 
 # --------------------------------------------------------------------------- nets
 
@@ -178,7 +178,7 @@ def host_batch(spec: NetSpec, seed: int = 0):
     pixels and random labels (timings do not depend on the values); the moons net
     gets the two-moons data set."""
     if spec.name == "moons":
-        from xpnn.datasets import make_moons
+        from xpnn.data import make_moons
 
         x, t = make_moons(spec.batch, noise=0.2, seed=seed, backend="numpy", dtype="float64")
         return np.asarray(x), np.asarray(t)
@@ -324,7 +324,7 @@ class SampledStep:
         net, xp, x, T, h = self.net, self.net.xp, self.x, self.T, self.h
         value = net.params[key]
         flat = xp.reshape(value, (-1,))
-        dev = xpnn._backend.device_of(value)
+        dev = xpnn.backend.device_of(value)
         index = xp.arange(flat.shape[0], device=dev)
         plus, minus = flat + h, flat - h
         out = []
@@ -340,7 +340,7 @@ class SampledStep:
     def _batched_tensor(self, key, cache):
         """The body of xpnn.numerical.mlp_numerical_gradient, on the sampled chunks."""
         net, xp, x, T, h = self.net, self.net.xp, self.x, self.T, self.h
-        dev = xpnn._backend.device_of(x)
+        dev = xpnn.backend.device_of(x)
         out = []
         for start, stop in self._work[key]:
             m = stop - start

@@ -1,6 +1,6 @@
 """MNIST on the host for the end-to-end benchmarks, from ``$XPNN_DATA_DIR/mnist``.
 
-Uses ``xpnn.datasets.load_mnist`` (checksummed, never downloading here); falls back
+Uses ``xpnn.data.load_mnist`` (checksummed, never downloading here); falls back
 to reading the four IDX ``.gz`` files with gzip + NumPy if that loader is missing.
 """
 
@@ -42,7 +42,7 @@ def load_host_mnist():
     if folder is None:
         return None
     try:
-        from xpnn.datasets import load_mnist
+        from xpnn.data import load_mnist
     except ImportError:
         load_mnist = None
     if load_mnist is not None:

@@ -1,6 +1,6 @@
 """Scaling sweep: 784-H-10 (sigmoid, batch 100, float32) for H = 8 ... 1024; time per
 iteration of backprop, the batched numerical gradient and the element loop against
-the parameter count. ``python -m xpnn.bench_report`` fits the log-log slope of each.
+the parameter count. ``python bench/report.py`` fits the log-log slope of each.
 
 Above H = 64 the batched numerical gradient is timed on a fixed sample of chunks per
 tensor, and the loop (everywhere) on a fixed sample of elements per tensor, both

@@ -11,8 +11,8 @@ import time
 import _common
 
 import xpnn
-from xpnn.datasets import load_car_prices
-from xpnn.optimizers import SGD
+from xpnn.data import load_car_prices
+from xpnn.optim import SGD
 from xpnn.plotting import plot_history, plot_regression
 from xpnn.training import train
 

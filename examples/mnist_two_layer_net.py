@@ -14,8 +14,8 @@ import time
 import _common
 
 import xpnn
-from xpnn.datasets import load_mnist
-from xpnn.optimizers import SGD
+from xpnn.data import load_mnist
+from xpnn.optim import SGD
 from xpnn.plotting import plot_history
 from xpnn.training import train
 

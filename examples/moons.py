@@ -16,8 +16,8 @@ import time
 import _common
 
 import xpnn
-from xpnn.datasets import make_moons
-from xpnn.optimizers import SGD
+from xpnn.data import make_moons
+from xpnn.optim import SGD
 from xpnn.plotting import plot_decision_boundaries, plot_decision_boundary, plot_history
 from xpnn.training import train
 

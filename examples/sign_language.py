@@ -21,8 +21,8 @@ import time
 import _common
 
 import xpnn
-from xpnn.datasets import load_sign_language_digits
-from xpnn.optimizers import SGD
+from xpnn.data import load_sign_language_digits
+from xpnn.optim import SGD
 from xpnn.plotting import plot_histories, plot_history
 from xpnn.training import train
 

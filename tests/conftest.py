@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import xpnn
-from xpnn._backend import available_backends
+from xpnn.backend import available_backends
 
 
 def _backend_params():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import xpnn
-from xpnn._backend import available_backends, backend_name
+from xpnn.backend import available_backends, backend_name
 
 
 def test_names_give_namespaces():

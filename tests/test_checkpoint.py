@@ -10,7 +10,7 @@ import pytest
 
 import xpnn
 from xpnn import checkpoint
-from xpnn.checkpoint import load, save
+from xpnn.io.checkpoint import load, save
 
 
 def _net(backend, dtype="float64", **kw):

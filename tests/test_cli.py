@@ -16,7 +16,7 @@ import pytest
 
 import xpnn
 from xpnn import checkpoint
-from xpnn._backend import available_backends
+from xpnn.backend import available_backends
 from xpnn.cli import PRESETS, build_parser, main
 from xpnn.training import History
 
@@ -107,7 +107,7 @@ def test_train_moons_end_to_end(capsys, tmp_path):
 
     net = checkpoint.load(out_dir / "model.npz")
     assert net.sizes == [2, 3, 2] and net.activations == ["tanh"]
-    x, t = xpnn.datasets.make_moons(200, noise=0.2, seed=0)
+    x, t = xpnn.data.make_moons(200, noise=0.2, seed=0)
     p = xpnn.to_numpy(net.predict(x))
     assert p.shape == (200, 2)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)

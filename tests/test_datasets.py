@@ -1,4 +1,4 @@
-"""Tests for xpnn.datasets: synthetic IDX files, downloads from a local HTTP server,
+"""Tests for xpnn.data: synthetic IDX files, downloads from a local HTTP server,
 the real data (``-m data``, needs XPNN_DATA_DIR), toy data, splitting and backends.
 
 Nothing here touches the internet: every download goes to a server on 127.0.0.1.
@@ -22,11 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xpnn import datasets
-from xpnn._backend import available_backends, backend_name, to_numpy
-from xpnn.datasets import (
+from xpnn.backend import available_backends, backend_name, to_numpy
+from xpnn.data import (
     DatasetError,
     DatasetNotFoundError,
+    datasets,
     load_car_prices,
     load_fashion_mnist,
     load_mnist,

@@ -9,7 +9,7 @@ import pytest
 from helpers import host, problem
 
 import xpnn
-from xpnn.numerical import perturbed_losses
+from xpnn.nn.numerical import perturbed_losses
 
 ACTIVATIONS = sorted(xpnn.ACTIVATIONS)
 LOSSES = sorted(xpnn.LOSSES)

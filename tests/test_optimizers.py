@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import xpnn
-from xpnn.optimizers import (
+from xpnn.optim import (
     OPTIMIZERS,
     SGD,
     AdaGrad,

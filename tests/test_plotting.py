@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import xpnn
-from xpnn.datasets import load_car_prices, make_moons, make_spirals
+from xpnn.data import load_car_prices, make_moons, make_spirals
 
 pytest.importorskip("matplotlib")
 
 from xpnn import plotting  # noqa: E402
-from xpnn.optimizers import SGD  # noqa: E402
+from xpnn.optim import SGD  # noqa: E402
 from xpnn.training import History, train  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import xpnn
-from xpnn import training
-from xpnn.optimizers import SGD, Adam, StepLR
+from xpnn.optim import SGD, Adam, StepLR
 from xpnn.training import FIELDS, History, TrainingDivergedError, train
+from xpnn.training import runner as training
 
 
 def blobs(n=60, d=4, k=3, seed=0):

@@ -1,8 +1,8 @@
 """xpnn: the classic from-scratch neural network, written once against the Python
 Array API standard, running unchanged on NumPy, CuPy, PyTorch and array-api-strict."""
 
-from . import checkpoint, datasets, optimizers, plotting
-from ._backend import (
+from . import data, io, nn, optim, plotting, training
+from .backend import (
     BACKENDS,
     asarray,
     available_backends,
@@ -10,10 +10,11 @@ from ._backend import (
     get_namespace,
     to_numpy,
 )
-from .checkpoint import load
-from .gradcheck import GradientCheck, ParamCheck, gradient_check
-from .layers import ACTIVATIONS, ELU, Affine, Identity, ReLU, Sigmoid, Tanh
-from .losses import (
+from .io import checkpoint
+from .io.checkpoint import load
+from .nn.gradcheck import GradientCheck, ParamCheck, gradient_check
+from .nn.layers import ACTIVATIONS, ELU, Affine, Identity, ReLU, Sigmoid, Tanh
+from .nn.losses import (
     LOSSES,
     BinaryCrossEntropy,
     MeanSquaredError,
@@ -22,9 +23,9 @@ from .losses import (
     mse,
     softmax_cross_entropy,
 )
-from .network import MLP
-from .numerical import numerical_gradient
-from .optimizers import (
+from .nn.mlp import MLP
+from .nn.numerical import numerical_gradient
+from .optim import (
     OPTIMIZERS,
     SGD,
     AdaGrad,
@@ -53,10 +54,13 @@ __all__ = [
     "StepLR",
     "TrainingDivergedError",
     "checkpoint",
-    "datasets",
+    "data",
     "load",
     "make_optimizer",
-    "optimizers",
+    "optim",
+    "nn",
+    "io",
+    "training",
     "plotting",
     "train",
     "ACTIVATIONS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import array_api_compat
 
-from ._backend import backend_name, device_of
+from .backend import backend_name, device_of
 
 
 def check_array(xp, device, a, what: str):

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backend import asarray, to_numpy
-from ._io import atomic_write
+from .backend import asarray, to_numpy
+from .io.atomic import atomic_write
 
 __all__ = [
     "plot_history",

@@ -8,8 +8,8 @@ import numbers
 
 import numpy as np
 
-from . import numerical as _numerical
-from ._backend import (
+from .._validation import check_inputs, prepare_targets
+from ..backend import (
     backend_name,
     device_of,
     dtype_name,
@@ -17,7 +17,7 @@ from ._backend import (
     resolve_device,
     resolve_dtype,
 )
-from ._validation import check_inputs, prepare_targets
+from . import numerical as _numerical
 from .layers import Affine, make_activation
 from .losses import LOSSES, make_loss
 
@@ -294,6 +294,6 @@ class MLP:
     def save(self, path) -> str:
         """Write architecture and parameters to one .npz file (``xpnn.checkpoint.save``);
         reload with ``xpnn.checkpoint.load(path, backend=..., device=...)``."""
-        from .checkpoint import save
+        from ..io.checkpoint import save
 
         return save(self, path)

@@ -14,8 +14,8 @@ import zlib
 
 import numpy as np
 
-from ._backend import asarray, to_numpy
-from ._io import atomic_write
+from ..backend import asarray, to_numpy
+from .atomic import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
@@ -115,7 +115,7 @@ def load(path, backend=None, device=None, dtype=None):
     Raises FileNotFoundError for a missing file and ValueError naming the file and the
     problem for damaged, truncated or foreign files.
     """
-    from .network import MLP
+    from ..nn.mlp import MLP
 
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -26,12 +26,10 @@ __all__ = [
     "SGD",
     "AdaGrad",
     "Adam",
-    "CosineLR",
     "Momentum",
     "Nesterov",
     "Optimizer",
     "RMSprop",
-    "StepLR",
     "make_optimizer",
 ]
 
@@ -262,54 +260,3 @@ def make_optimizer(name: str, **kwargs) -> Optimizer:
                 f"{name!r} takes the arguments {', '.join(allowed)}; got {sorted(kwargs)}"
             ) from None
         raise
-
-
-# -- learning-rate schedules ---------------------------------------------------------
-
-
-def _check_count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value!r}")
-    return int(value)
-
-
-class StepLR:
-    """factor = gamma ** (iteration // step_size): multiply the rate by gamma every
-    step_size iterations."""
-
-    def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = _check_count(step_size, "step_size")
-        gamma = _check_real(gamma, "gamma")
-        if not (gamma > 0 and math.isfinite(gamma)):
-            raise ValueError(f"gamma must be positive and finite, got {gamma!r}")
-        self.gamma = gamma
-
-    def __call__(self, iteration: int) -> float:
-        return self.gamma ** (int(iteration) // self.step_size)
-
-    def __repr__(self):
-        return f"StepLR(step_size={self.step_size}, gamma={self.gamma})"
-
-
-class CosineLR:
-    """Cosine annealing from 1 to min_factor over total_iters iterations, then flat:
-
-    factor = min_factor + (1 - min_factor) * (1 + cos(pi * min(iteration, total_iters)
-             / total_iters)) / 2
-    """
-
-    def __init__(self, total_iters: int, min_factor: float = 0.0):
-        self.total_iters = _check_count(total_iters, "total_iters")
-        min_factor = _check_real(min_factor, "min_factor")
-        if not (0.0 <= min_factor <= 1.0):
-            raise ValueError(f"min_factor must lie in [0, 1], got {min_factor!r}")
-        self.min_factor = min_factor
-
-    def __call__(self, iteration: int) -> float:
-        frac = min(max(int(iteration), 0), self.total_iters) / self.total_iters
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    def __repr__(self):
-        return f"CosineLR(total_iters={self.total_iters}, min_factor={self.min_factor})"

@@ -2,7 +2,7 @@
 
 Everything here reads and decodes on the host with NumPy (and Pillow for JPEGs); only
 the finished arrays are moved to the chosen backend/device with
-:func:`xpnn._backend.asarray`. Images come back as floats (``dtype``, default
+:func:`xpnn.backend.asarray`. Images come back as floats (``dtype``, default
 ``"float32"``), class labels as ``int64`` of shape ``(N,)`` (or one-hot floats).
 
 Where data is looked for:
@@ -35,7 +35,7 @@ from pathlib import Path
 import array_api_compat
 import numpy as np
 
-from xpnn._backend import asarray, get_namespace, resolve_device, resolve_dtype
+from ..backend import asarray, get_namespace, resolve_device, resolve_dtype
 
 __all__ = [
     "DatasetError",
@@ -642,7 +642,7 @@ def _as_host(name, a):
         raise TypeError(
             f"train_test_split works on host NumPy arrays; {name} is a "
             f"{type(a).__module__}.{type(a).__name__}. Split before moving the data to a "
-            f"backend, or copy it with xpnn._backend.to_numpy first."
+            f"backend, or copy it with xpnn.backend.to_numpy first."
         )
     return np.asarray(a)
 

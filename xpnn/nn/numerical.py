@@ -26,7 +26,7 @@ import math
 
 import array_api_compat
 
-from ._backend import device_of
+from ..backend import device_of
 
 #: default bytes of scratch memory for one chunk of perturbations. Small on the CPU on
 #: purpose: chunks whose (P, N, d) temporaries outgrow ~1 MB make glibc hand memory back

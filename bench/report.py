@@ -1,8 +1,8 @@
 """Render a saved pytest-benchmark JSON of the ``bench/`` suite as Markdown tables and a
 log-log scaling plot.
 
-    python -m xpnn.bench_report bench/results/cpu-20250101.json
-    python -m xpnn.bench_report FILE --markdown out.md --plot out.png
+    python bench/report.py bench/results/cpu-20250101.json
+    python bench/report.py FILE --markdown out.md --plot out.png
 
 Every figure is a median over the benchmark's rounds (the rounds are listed). Numerical
 gradients timed on a sample of the parameters are shown with their extrapolated
@@ -499,7 +499,7 @@ def plot_scaling(loaded: dict, path: str) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m xpnn.bench_report",
+        prog="python bench/report.py",
         description="Markdown tables (and a log-log scaling plot) from a saved "
                     "pytest-benchmark JSON of the xpnn bench suite.",
     )

@@ -16,8 +16,8 @@ import math
 
 import array_api_compat
 
-from ._backend import device_of
-from ._validation import prepare_targets
+from .._validation import prepare_targets
+from ..backend import device_of
 
 
 class _LogitLoss:

@@ -173,7 +173,7 @@ def _activation(text: str) -> str:
 
 def _optimizer_names():
     try:
-        from .optimizers import OPTIMIZERS
+        from ..optim import OPTIMIZERS
     except ImportError:
         return _FALLBACK_OPTIMIZERS
     return tuple(OPTIMIZERS)
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                "the cache ~/.cache/xpnn/mnist (downloaded when missing).\n"
                "set XPNN_DEBUG=1 to get tracebacks instead of one-line errors.",
     )
-    from . import __version__
+    from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"xpnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -410,7 +410,7 @@ def _dataset_path(data_dir, folder: str):
 
 def _load_data(args, cfg, backend, device):
     """-> (x_train, t_train), (x_test, t_test), n_classes, description."""
-    from . import datasets
+    from ..data import datasets
 
     dtype = cfg["dtype"]
     name = args.dataset
@@ -479,10 +479,10 @@ def _fmt(v, digits=4):
 
 
 def cmd_train(args) -> int:
-    from . import checkpoint
-    from .network import MLP
-    from .optimizers import make_optimizer
-    from .training import train
+    from ..io import checkpoint
+    from ..nn.mlp import MLP
+    from ..optim import make_optimizer
+    from ..training import train
 
     cfg = _resolve_train_config(args)
     if args.quiet:
@@ -543,7 +543,7 @@ def cmd_train(args) -> int:
     checkpoint.save(net, out / "model.npz")
     written = ["history.json", "model.npz"]
     try:
-        from . import plotting
+        from .. import plotting
 
         title = f"{args.dataset}: {sizes} {net.backend} {net.dtype_name}"
         plotting.plot_history(history, out / "curves.png", title=title)
@@ -570,9 +570,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from ._backend import asarray
-    from .gradcheck import gradient_check
-    from .network import MLP
+    from ..backend import asarray
+    from ..nn.gradcheck import gradient_check
+    from ..nn.mlp import MLP
 
     dtype = args.dtype or "float64"
     hidden = list(args.hidden)
@@ -612,7 +612,7 @@ def _one_line(exc: BaseException) -> str:
 
 def _exit_code(exc: BaseException):
     """Exit code for an error the library raised on purpose, None for a bug."""
-    from .training import TrainingDivergedError
+    from ..training import TrainingDivergedError
 
     if isinstance(exc, TrainingDivergedError):
         return 1  # the run failed (lr too large ...), the flags were well-formed
