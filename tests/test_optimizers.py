@@ -58,11 +58,12 @@ class Reference:
                 s1[...] = kw["momentum"] * s1 - lr * g[k]
                 p[k] += s1
             elif self.name == "nesterov":
+                # Bengio et al. 2012 (arXiv 1212.0901, the paper the book cites), eq. 7:
+                # v_t = mu v_{t-1} - lr g;  W_t = W_{t-1} - mu v_{t-1} + (1 + mu) v_t
                 mu = kw["momentum"]
-                s1 *= mu
-                s1 -= lr * g[k]
-                p[k] += mu * mu * s1
-                p[k] -= (1 + mu) * lr * g[k]
+                v_old = s1.copy()
+                s1[...] = mu * v_old - lr * g[k]
+                p[k] += -mu * v_old + (1 + mu) * s1
             elif self.name == "adagrad":
                 s1 += g[k] * g[k]
                 p[k] -= lr * g[k] / (np.sqrt(s1) + 1e-7)
@@ -104,6 +105,17 @@ def test_first_steps_match_the_books_formulas(backend, to_backend, name):
         got = _host(net.params)
         for k in expected:
             np.testing.assert_allclose(got[k], expected[k], rtol=1e-12, atol=1e-12)
+
+
+def test_nesterov_first_steps_by_hand():
+    """Issue 8: step 1 from v = 0 moves W by -(1 + mu) lr g = -0.019 (lr 0.01, mu 0.9, g 1),
+    not -(1 + mu + mu^2) lr g = -0.0271; step 2 adds mu^2 v_1 - (1 + mu) lr g = -0.0271."""
+    opt = Nesterov(lr=0.01, momentum=0.9)
+    params, grads = {"W": np.zeros(1)}, {"W": np.ones(1)}
+    opt.update(params, grads)
+    np.testing.assert_allclose(params["W"], [-0.019], rtol=0, atol=1e-15)
+    opt.update(params, grads)
+    np.testing.assert_allclose(params["W"], [-0.019 - 0.0271], rtol=0, atol=1e-15)
 
 
 LRS = {"sgd": 0.5, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0.01,

@@ -131,8 +131,8 @@ class Momentum(Optimizer):
 
 
 class Nesterov(Momentum):
-    """Nesterov momentum in the book's form:
-    v <- momentum * v - lr * dW;  W <- W + momentum^2 * v - (1 + momentum) * lr * dW."""
+    """Nesterov momentum (Bengio et al. 2012, arXiv 1212.0901, eq. 7), from the OLD v:
+    W <- W + momentum^2 * v - (1 + momentum) * lr * dW;  v <- momentum * v - lr * dW."""
 
     name = "nesterov"
 
@@ -141,9 +141,9 @@ class Nesterov(Momentum):
         lr, mu = self.lr, self.momentum
         for key in params:
             g = grads[key]
-            v = mu * self._state(self.v, key, params[key]) - lr * g
-            self.v[key] = v
-            params[key] = params[key] + mu * mu * v - (1 + mu) * lr * g
+            v_old = self._state(self.v, key, params[key])
+            params[key] = params[key] + mu * mu * v_old - (1 + mu) * lr * g
+            self.v[key] = mu * v_old - lr * g
 
 
 class AdaGrad(Optimizer):
