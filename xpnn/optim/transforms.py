@@ -151,9 +151,11 @@ def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformatio
         lr = _check_step_lr(lr, params)
         xp = array_api_compat.array_namespace(*params.values())
         count = state[COUNT] + 1
-        new_params, new_state = {}, {COUNT: count}
+        new_params, new_state = {}, {}
         for key, p in params.items():
             new_params[key], new_state[key] = step(xp, grads[key], p, state[key], lr, count)
+        # same key order as init: torch.compile guards on it and would recompile
+        new_state[COUNT] = count
         return new_params, new_state
 
     return GradientTransformation(init, update)
