@@ -140,11 +140,17 @@ class MLP:
         self.dtype_name = dtype_name(self.xp, self.dtype)
         dev = resolve_device(self.xp, device)
 
-        if params is None:
-            host = self._initial_params(stds, seed)
-        else:
-            host = self._checked_params(params)
-        self.params = {k: self._to_device(v.astype(self.dtype_name), dev) for k, v in host.items()}
+        try:
+            host = (self._initial_params(stds, seed) if params is None
+                    else self._checked_params(params))
+            self.params = {k: self._to_device(v.astype(self.dtype_name), dev)
+                           for k, v in host.items()}
+        except MemoryError:
+            raise MemoryError(self._too_big()) from None
+        except RuntimeError as exc:  # torch's allocator failing on the CPU or a GPU
+            if "alloc" not in str(exc).lower() and "out of memory" not in str(exc).lower():
+                raise
+            raise MemoryError(f"{self._too_big()} ({exc})") from None
         self.device = device_of(self.params["W1"])
 
         xp = self.xp
@@ -158,6 +164,12 @@ class MLP:
         )
         self.n_layers = len(self.sizes) - 1
         self._numerical_budget = None  # bytes per numerical-gradient chunk, found once
+
+    def _too_big(self) -> str:
+        n = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        return (f"not enough memory for sizes {self.sizes}: {n:,} parameters, "
+                f"{n * 8 / 2**30:.3g} GiB while drawing them in float64 on the host; "
+                f"use smaller layer widths")
 
     def _shapes(self) -> dict:
         shapes = {}
@@ -318,7 +330,14 @@ class MLP:
         """
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
-        return self.numerical_gradient_prepared(x, T, h, method, memory_budget)
+        grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget)
+        bad = [k for k, g in grads.items() if not bool(self.xp.all(self.xp.isfinite(g)))]
+        if bad:
+            raise ValueError(
+                f"the numerical gradient of {', '.join(bad)} is not finite: the loss "
+                f"overflows at the perturbed parameters (h={_numerical.check_h(self, h):g})"
+            )
+        return grads
 
     # -- unchecked fast paths (inputs already validated by the caller) ---------------
 
