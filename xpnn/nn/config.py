@@ -80,7 +80,7 @@ def _check_sizes(sizes) -> list[int]:
         if not 1 <= s <= MAX_PARAMS:
             raise ValueError(f"'sizes' holds {s}, outside 1..{MAX_PARAMS}")
     sizes = [int(s) for s in sizes]
-    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
     if n_params > MAX_PARAMS:
         raise ValueError(
             f"'sizes' {_short(sizes)} means {n_params:,} parameters, more than the "
