@@ -10,12 +10,17 @@ Where data is looked for:
 * MNIST / Fashion-MNIST: ``path=``, else ``$XPNN_DATA_DIR/mnist`` (``fashion-mnist``)
   when ``XPNN_DATA_DIR`` is set, else the user cache ``$XPNN_CACHE_DIR/mnist`` or
   ``~/.cache/xpnn/mnist``. Missing files are downloaded from a list of mirrors and
-  every file is checked against its known SHA-256 on every load.
+  every file is checked against its known size (:data:`KNOWN_SIZES`, before it is
+  read; at most :data:`MAX_IDX_BYTES` when the size is not known) and SHA-256 (read
+  in chunks) on every load; a gzip is never inflated past the size its IDX header
+  announces.
 * Sign Language Digits: ``path=``, else ``$XPNN_DATA_DIR/sign-language-digits``
-  (no download; the folder holds ``Dataset/<digit>/*.JPG``).
+  (no download; the folder holds ``Dataset/<digit>/*.JPG``, class folders named by
+  plain ASCII decimal labels).
 
-Errors about the data itself (missing, corrupt, malformed files) are
-:class:`DatasetError`, a :class:`ValueError`.
+Errors about the data itself (missing, corrupt, malformed, oversized files,
+decompression-bomb images) are :class:`DatasetError`, a :class:`ValueError`; bad
+arguments are ValueErrors naming the parameter.
 """
 
 from __future__ import annotations
