@@ -276,6 +276,13 @@ def test_declared_sizes_beyond_the_file_are_refused(tmp_path):
     _raises_value_error(lambda: load(path), "W1", "declares 100000000 bytes")
 
 
+def test_zip_with_too_many_entries_is_refused_before_parsing_them(tmp_path):
+    # 200,000 empty entries (17 MB) took 24 s and 107 MB in zipfile's directory parse
+    path = tmp_path / "many.npz"
+    write_zip(path, {**entries_of(small_net()), **{str(i): b"" for i in range(5000)}})
+    _raises_value_error(lambda: load(path), "declares 5,007 entries", memory=MB)
+
+
 def test_text_and_device_files_are_not_checkpoints(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n" * 100)

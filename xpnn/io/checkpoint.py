@@ -45,6 +45,12 @@ _MAX_NPY_HEADER = 4096
 #: deflate cannot expand data by more than ~1032x; an entry claiming more is damaged
 _DEFLATE_MAX_RATIO = 1032
 _CHUNK = 1 << 20
+#: a checkpoint holds the marker plus a W and b per layer; a zip claiming more entries
+#: is refused before zipfile builds a record for each of them
+MAX_ENTRIES = 2 * _config.MAX_LAYERS + 1
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error,
                 NotImplementedError, RuntimeError, ValueError, KeyError, OverflowError)
 
@@ -93,11 +99,37 @@ def _shown(names) -> str:
     return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
 
 
-def _open_zip(path: str) -> zipfile.ZipFile:
+def _declared_entries(f, file_size: int) -> int | None:
+    """The entry count in a zip's end-of-central-directory record (zip64 too), read
+    from the file's tail; None when there is no such record (zipfile then says why)."""
+    tail_size = min(file_size, _EOCD.size + 0xFFFF)  # the record plus the longest comment
+    f.seek(file_size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _EOCD.size:
+        return None
+    count = _EOCD.unpack_from(tail, at)[4]
+    if count != 0xFFFF or at < _ZIP64_LOCATOR.size:
+        return count
+    magic, _, offset, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+    if magic != b"PK\x06\x07" or offset > file_size - _ZIP64_EOCD.size:
+        return count
+    f.seek(offset)
+    record = f.read(_ZIP64_EOCD.size)
+    if not record.startswith(b"PK\x06\x06"):
+        return count
+    return _ZIP64_EOCD.unpack(record)[6]
+
+
+def _open_zip(path: str, file_size: int) -> zipfile.ZipFile:
     with open(path, "rb") as f:
         head = f.read(8)
+        count = _declared_entries(f, file_size)
     if head.startswith(b"\x93NUMPY"):
         raise _Damaged("not an xpnn checkpoint (a single .npy array, not an .npz)")
+    if count is not None and count > MAX_ENTRIES:
+        raise _Damaged(f"not an xpnn checkpoint: its zip directory declares {count:,} "
+                       f"entries (a checkpoint has at most {MAX_ENTRIES})")
     try:
         return zipfile.ZipFile(path)
     except _READ_ERRORS as exc:
@@ -207,7 +239,7 @@ def _read_architecture(zf, entries, file_size: int) -> dict:
 
 def _read(path: str, file_size: int) -> tuple[dict, dict]:
     """The checked config and the checked host parameter arrays of a checkpoint."""
-    with _open_zip(path) as zf:
+    with _open_zip(path, file_size) as zf:
         infos = zf.infolist()
         entries = {info.filename: info for info in infos}
         if len(entries) != len(infos):
