@@ -803,3 +803,24 @@ def test_large_class_labels_need_no_table(fake_signs):
     (fake_signs / "Dataset" / "2").rename(fake_signs / "Dataset" / "999999")
     (_, t), (_, tt) = load_sign_language_digits(path=fake_signs, classes=(999999, 0), size=8)
     np.testing.assert_array_equal(np.bincount(np.concatenate([t, tt])), [6, 5])
+
+
+def test_too_many_images_for_the_memory_bound(fake_signs, monkeypatch):
+    datasets.clear_cache()
+    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8 - 1)  # the 16 fakes at 8x8
+    with pytest.raises(DatasetError, match="16 images under .* at 8x8 would take 1,024 bytes"):
+        load_sign_language_digits(path=fake_signs, size=8)
+    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8)
+    load_sign_language_digits(path=fake_signs, size=8)
+
+
+def test_download_stops_at_the_known_size(server, cache):
+    # a mirror that serves more bytes than the real file has (here 12 MB instead of
+    # MNIST's 9,912,422) is cut off there instead of being read to its end
+    huge = server.root / "huge"
+    huge.mkdir()
+    with open(huge / FILES[0], "wb") as f:
+        f.truncate(12 << 20)
+    with pytest.raises(DatasetError, match=r"larger than 9,912,422 bytes"):
+        load_mnist(mirrors=[server.url + "huge/"])
+    assert files_in(cache) == []

@@ -475,6 +475,8 @@ _CLASS_NAME = re.compile(r"[0-9]{1,6}\Z")
 #: the largest ``size`` load_sign_language_digits resizes to (the photos are 100x100;
 #: 256x256 already takes 135 MB as uint8 and 540 MB as float32 for the 2,062 images)
 MAX_SIGN_SIZE = 256
+#: the most bytes the decoded uint8 images may take (the real 2,062 at 256x256: 135 MB)
+MAX_SIGN_BYTES = 1 << 30
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
                   KeyError, ZeroDivisionError)
 
@@ -577,6 +579,12 @@ def _decode_sign_dataset(dataset: Path, size: int):
     if cached is not None:
         return cached
     Image, ImageOps = _import_pillow()
+    if len(files) * size * size > MAX_SIGN_BYTES:
+        raise DatasetError(
+            f"{len(files):,} images under {dataset} at {size}x{size} would take "
+            f"{len(files) * size * size:,} bytes, more than MAX_SIGN_BYTES={MAX_SIGN_BYTES:,}; "
+            f"pass a smaller size"
+        )
     images = np.empty((len(files), size, size), dtype=np.uint8)
     for i, (file, _) in enumerate(files):
         images[i] = _decode_image(Image, ImageOps, file, size)
