@@ -355,38 +355,6 @@ class MLP:
             return grads
         raise ValueError(f"method must be 'batched' or 'loop', not {method!r}")
 
-    def to_config(self) -> dict:
-        """The architecture as a JSON-able dict (see ``xpnn.nn.config``)."""
-        from .config import to_config
-
-        return to_config(self)
-
-    @classmethod
-    def from_config(cls, config, params=None, backend=None, device=None, dtype=None):
-        """Build a net from ``config`` (checked with ``xpnn.nn.config.check_config``).
-
-        With host ``params`` (dict of NumPy arrays) they are checked against the config
-        first and become the weights (in ``dtype``, default the config's); else the
-        weights are drawn as ``MLP(...)`` does.
-        """
-        # TEMP shim until the lead's from_config lands: it still draws (and discards)
-        # initial weights, but only after config and params passed their checks.
-        from .config import check_config, check_params
-
-        cfg = check_config(config)
-        host = None if params is None else check_params(cfg, params)
-        net = cls(
-            cfg["sizes"], activation=cfg["activations"], loss=cfg["loss"],
-            weight_init=cfg["weight_init"] or 0.01, weight_decay=cfg["weight_decay"],
-            backend=backend, device=device, dtype=cfg["dtype"] if dtype is None else dtype,
-            seed=0,
-        )
-        if host is not None:
-            net.params = {
-                k: net._to_device(v.astype(net.dtype_name), net.device) for k, v in host.items()
-            }
-        return net
-
     def save(self, path) -> str:
         """Write architecture and parameters to one .npz file (``xpnn.io.checkpoint.save``);
         reload with ``xpnn.load(path, backend=..., device=...)``."""
