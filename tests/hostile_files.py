@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 
 import xpnn
+from xpnn.nn import config
 
 MB = 1 << 20
 
@@ -52,7 +53,7 @@ def small_net(**kw):
 
 def entries_of(net, arch=None) -> dict:
     """The entries of ``net``'s checkpoint, as {name: bytes}."""
-    out = {"__xpnn__.npy": marker(net.to_config() if arch is None else arch)}
+    out = {"__xpnn__.npy": marker(config.to_config(net) if arch is None else arch)}
     for key, value in net.params.items():
         out[f"{key}.npy"] = npy_bytes(xpnn.to_numpy(value))
     return out

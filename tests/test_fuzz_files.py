@@ -200,7 +200,7 @@ def test_check_config_accepts_or_names_the_problem(cfg):
     # what passes builds a net, whose config is what was checked
     net = xpnn.MLP.from_config(checked)
     # (an unknown weight_init, None, builds with MLP's default 0.01)
-    assert config.check_config(net.to_config()) == {
+    assert config.check_config(config.to_config(net)) == {
         **checked, "weight_init": checked["weight_init"] or 0.01}
     assert {k: tuple(v.shape) for k, v in net.params.items()} == shapes
 
@@ -216,7 +216,7 @@ def test_round_trip_is_exact(tmp_path, sizes, activation, dtype, seed):
     path = tmp_path / "net.npz"
     net.save(path)
     back = load(path)
-    assert back.to_config() == net.to_config()
+    assert config.to_config(back) == config.to_config(net)
     for key, value in net.params.items():
         np.testing.assert_array_equal(back.params[key], value)
 

@@ -16,8 +16,8 @@ import numbers
 
 import numpy as np
 
-from .layers import ACTIVATIONS
-from .losses import LOSSES
+from .layers import check_activation
+from .losses import LOSSES, check_loss
 
 __all__ = [
     "FORMAT", "MAX_LAYERS", "MAX_PARAMS", "VERSION", "check_config", "check_params",
@@ -105,23 +105,18 @@ def _check_activations(activations, n_hidden: int) -> list[str]:
         raise ValueError(
             f"'activations' has {len(activations)} names for {n_hidden} hidden layers"
         )
+    names = []
     for name in activations:
-        if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}"
-            )
-    return [name.lower() for name in activations]
+        try:
+            names.append(check_activation(name))
+        except TypeError as exc:  # a file's wrong value: a ValueError like the rest
+            raise ValueError(str(exc)) from None
+    return names
 
 
 def _check_loss(loss, n_out: int) -> str:
-    if not isinstance(loss, str) or loss.lower() not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; known: {', '.join(sorted(LOSSES))}")
-    loss = loss.lower()
-    lowest = getattr(LOSSES[loss], "min_outputs", 1)
-    highest = getattr(LOSSES[loss], "max_outputs", None)
-    if n_out < lowest or (highest is not None and n_out > highest):
-        need = f"exactly {highest}" if highest == lowest else f"at least {lowest}"
-        raise ValueError(f"loss {loss!r} needs {need} outputs, but 'sizes' ends in {n_out}")
+    loss = check_loss(loss)
+    LOSSES[loss].check_outputs(n_out)
     return loss
 
 
