@@ -75,20 +75,26 @@ def estimate(sizes, n_train: int, n_test: int, rows: int, itemsize: int, optimiz
     """Estimate of a run of the MLP ``sizes`` (see the module docstring).
 
     ``rows``: rows of the largest batch pushed through the network at once.
-    ``*_flags``: the flags that set the data size, the layer widths and ``rows``.
+    ``*_flags``: the flags that set the data size, the layer widths and ``rows`` (empty
+    when no flag can shrink it); the activations name the rows' flags first when there
+    are more rows than units, else the widths' flags.
     """
     n_in = sizes[0]
     n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     copies = 3 + OPTIMIZER_SLOTS.get(optimizer, 2)
     units = sum(sizes[1:])
     data_rows = n_train + n_test + rows  # the sets, and the batch gathered from them
+    if rows > units:
+        activation_flags = [*rows_flags, *width_flags]
+    else:
+        activation_flags = [*width_flags, *rows_flags]
     return Estimate((
         Part(f"the data, {data_rows:,} rows x {n_in:,} inputs",
              data_rows * n_in * itemsize, tuple(data_flags)),
         Part(f"the parameters, {n_params:,} values x {copies} copies",
              n_params * copies * itemsize, tuple(width_flags)),
         Part(f"the activations, {rows:,} rows x {units:,} units x 3",
-             rows * units * 3 * itemsize, tuple(rows_flags)),
+             rows * units * 3 * itemsize, tuple(dict.fromkeys(activation_flags))),
     ))
 
 

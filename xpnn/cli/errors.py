@@ -36,6 +36,7 @@ _KEYWORD_TO_FLAG = [
     (r"\bdtype=['\"]?(float32|float64)['\"]?", r"--dtype \1"),
     (r"\bdtype must", "--dtype must"),
     (r"\bgradient=['\"]?(backprop|numerical)['\"]?", r"--gradient \1"),
+    (r"\bcompile=True\b", "--compile"),
     (r"\bclasses=", "--classes "),
     (r"^size must", "--image-size must"),
     (r"\bn_samples\b", "--samples"),

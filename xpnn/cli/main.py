@@ -444,6 +444,9 @@ def _resolve_train_config(args) -> dict:
         raise CLIError("--h applies to --gradient numerical only")
     if args.classes is not None:
         _check_sign_language_classes(args.classes)
+    if args.compile and args.gradient != "backprop":
+        raise CLIError("--compile compiles the backprop step; it does not apply to "
+                       "--gradient numerical")
     if args.compile and not _train_accepts("compile"):
         raise CLIError("--compile needs an xpnn.train that accepts compile=True; this "
                        "version's does not")
@@ -570,11 +573,11 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
     batch = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
     width_flags = ["--hidden"] + (["--image-size"] if name == "sign-language-digits" else [])
     if batch <= budget.EVAL_CHUNK:
-        rows_flags = ["--hidden"]
+        rows_flags = []  # the evaluation chunk is the largest batch
     elif cfg["batch_size"] is None and name in TOY:  # full batch: every point at once
-        rows_flags = ["--samples", "--batch-size", "--hidden"]
+        rows_flags = ["--samples", "--batch-size"]
     else:
-        rows_flags = ["--batch-size", "--hidden"]
+        rows_flags = ["--batch-size"]
     rows = max(batch, min(budget.EVAL_CHUNK, max(n_train, n_test)))
     return budget.estimate(
         [n_in, *cfg["hidden"], n_out], n_train, n_test, rows,
@@ -631,8 +634,8 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
              f"{history.iteration[-1]}) and model.npz ({params}) to {out}")
     if isinstance(exc, TrainingDivergedError):
         return wrote  # the error message says where it diverged
-    done = history.meta.get("iterations")
-    return (f"stopped after iteration {done}; " if done else "") + wrote
+    done = history.meta.get("interrupted_at", history.meta.get("iterations"))
+    return (f"stopped after iteration {done}; " if done is not None else "") + wrote
 
 
 def cmd_train(args) -> int:
@@ -760,7 +763,7 @@ def cmd_gradcheck(args) -> int:
     estimate = budget.estimate(
         sizes, args.batch, 0, args.batch, itemsize=8 if dtype == "float64" else 4,
         optimizer="sgd", data_flags=["--batch", "--inputs"],
-        width_flags=["--hidden", "--inputs", "--classes"], rows_flags=["--batch", "--hidden"],
+        width_flags=["--hidden", "--inputs", "--classes"], rows_flags=["--batch"],
     )
     budget.check(estimate)
     args.memory_hint = estimate.hint()
@@ -853,10 +856,12 @@ def _main(argv) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:
         described = describe(exc, getattr(args, "memory_hint", None))
+        saved = getattr(exc, "xpnn_saved", None)
         if described is None or (debug and not isinstance(exc, CLIError)):
+            if saved:  # a bug: its traceback follows, but the work is not lost
+                _report(f"{saved} (before the error below)")
             raise
         code, message = described
-        saved = getattr(exc, "xpnn_saved", None)
         if saved:
             message = f"{message.rstrip('.')}; {saved}"
         _report(f"error: {message}")
