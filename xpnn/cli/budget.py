@@ -64,10 +64,9 @@ class Estimate:
     def hint(self) -> str:
         """The estimate, its largest part and the flags to shrink."""
         big = self.largest
-        return (
-            f"estimated {human_bytes(self.total)}, the largest part {big.what} = "
-            f"{human_bytes(big.nbytes)}; try a smaller {' or '.join(big.flags)}"
-        )
+        text = (f"estimated {human_bytes(self.total)}, the largest part {big.what} = "
+                f"{human_bytes(big.nbytes)}")
+        return text + (f"; try a smaller {' or '.join(big.flags)}" if big.flags else "")
 
 
 def estimate(sizes, n_train: int, n_test: int, rows: int, itemsize: int, optimizer: str,
@@ -103,7 +102,8 @@ def check(est: Estimate, limit: int = MAX_RUN_BYTES) -> None:
     if est.total > limit:
         from .errors import CLIError
 
+        flags = est.largest.flags
         raise CLIError(
-            f"{est.largest.flags[0]} too large: the run would need more than the limit of "
-            f"{human_bytes(limit)} ({est.hint()})"
+            f"{flags[0] if flags else 'the run'} is too large: the run would need more than "
+            f"the limit of {human_bytes(limit)} ({est.hint()})"
         )

@@ -558,7 +558,7 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
     name = args.dataset
     if name in _DATASET_SHAPES:
         n_in, n_train, n_test = _DATASET_SHAPES[name]
-        data_flags = ["--dataset"]
+        data_flags = []  # fixed size
     elif name == "sign-language-digits":
         n_in = args.image_size ** 2
         n_rows = _SIGN_LANGUAGE_IMAGES * (len(args.classes) if args.classes else 10) // 10
@@ -626,15 +626,15 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     history.meta["cli"] = cli
     history.save_json(out / "history.json")
     checkpoint.save(net, out / "model.npz")
-    restored = history.meta.get("restored_iteration")
-    params = ("the last good parameters" if restored is None
-              else f"the parameters after iteration {restored}")
+    if isinstance(exc, TrainingDivergedError):
+        done = None  # the error message says where it diverged
+        at = history.meta.get("restored_iteration")
+    else:  # xpnn.train leaves the net at the last completed step
+        done = at = history.meta.get("interrupted_at")
+    params = "the last parameters" if at is None else f"the parameters after iteration {at}"
     evaluations = f"{len(history)} evaluation" + ("s" if len(history) != 1 else "")
     wrote = (f"wrote history.json ({evaluations}, the last at iteration "
              f"{history.iteration[-1]}) and model.npz ({params}) to {out}")
-    if isinstance(exc, TrainingDivergedError):
-        return wrote  # the error message says where it diverged
-    done = history.meta.get("interrupted_at", history.meta.get("iterations"))
     return (f"stopped after iteration {done}; " if done is not None else "") + wrote
 
 
