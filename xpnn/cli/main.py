@@ -85,6 +85,8 @@ _TRAINER_FLOAT32_NOTE = "note: numerical gradients in float32"
 #: input width and rows (train, test) of the fixed-size datasets, for the estimate
 _DATASET_SHAPES = {"mnist": (784, 60000, 10000), "fashion-mnist": (784, 60000, 10000)}
 _SIGN_LANGUAGE_IMAGES = 2062  # all ten classes, before the train/test split
+SIGN_LANGUAGE_IMAGE_SIZE = 64
+TOY_NOISE = 0.2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -289,13 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", type=_nonneg_int, nargs="+", default=None, metavar="K",
                    help="sign-language-digits: the digits to keep, relabelled 0..k-1 in "
                         "this order, e.g. --classes 0 1 (default: all ten)")
-    g.add_argument("--image-size", type=_positive_int, default=64,
-                   help="sign-language-digits: images are resized to SIZE x SIZE")
+    g.add_argument("--image-size", type=_positive_int, default=None, metavar="SIZE",
+                   help="sign-language-digits: images are resized to SIZE x SIZE "
+                        f"(default: {SIGN_LANGUAGE_IMAGE_SIZE})")
     g.add_argument("--samples", type=_positive_int, default=None,
                    help="moons/spirals: number of points (default: moons 200, spirals 300); "
                         "a test set of the same size is drawn with seed+1")
-    g.add_argument("--noise", type=_nonneg_float, default=0.2,
-                   help="moons/spirals: Gaussian noise std")
+    g.add_argument("--noise", type=_nonneg_float, default=None,
+                   help=f"moons/spirals: Gaussian noise std (default: {TOY_NOISE})")
 
     g = t.add_argument_group("network")
     h = g.add_mutually_exclusive_group()
@@ -438,8 +441,15 @@ def _resolve_train_config(args) -> dict:
     cfg["dtype"] = args.dtype or ("float64" if args.gradient == "numerical" else "float32")
     if args.classes is not None and args.dataset != "sign-language-digits":
         raise CLIError("--classes applies to --dataset sign-language-digits only")
-    if args.samples is not None and args.dataset not in TOY:
-        raise CLIError("--samples applies to --dataset moons or spirals only")
+    for flag, value, datasets in (("--samples", args.samples, TOY),
+                                  ("--noise", args.noise, TOY),
+                                  ("--image-size", args.image_size, ("sign-language-digits",))):
+        if value is not None and args.dataset not in datasets:
+            raise CLIError(f"{flag} applies to --dataset {' or '.join(datasets)} only")
+    if args.image_size is None:
+        args.image_size = SIGN_LANGUAGE_IMAGE_SIZE
+    if args.noise is None:
+        args.noise = TOY_NOISE
     if args.h is not None and args.gradient != "numerical":
         raise CLIError("--h applies to --gradient numerical only")
     if args.classes is not None:
