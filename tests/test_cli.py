@@ -839,3 +839,24 @@ def test_real_ctrl_c_exits_130_with_one_line(tmp_path):
         checkpoint.load(out / "model.npz")
     else:
         assert not out.exists()
+
+
+def test_failed_partial_save_still_reports_the_run_error(capsys, tmp_path, monkeypatch):
+    fake, _ = fake_train_that_raises(lambda: KeyboardInterrupt())
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CLI_MODULE.checkpoint, "save", disk_full)
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run"))
+    assert code == 130
+    assert err.startswith("xpnn: interrupted: could not save") and "No space" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_history_records_the_argv_that_was_run(capsys, tmp_path):
+    argv = moons_argv(tmp_path / "run")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert History.load_json(tmp_path / "run" / "history.json").meta["cli"]["argv"] == argv

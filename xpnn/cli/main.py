@@ -219,10 +219,11 @@ _EXIT_CODES = (
 
 _LIMITS = (
     "after training started, a failure or Ctrl-C still writes history.json and model.npz\n"
-    "(the last good parameters) for what was done and prints where. Runs whose memory\n"
+    "(the last good parameters) for what was done, and says where. A run whose memory\n"
     "estimate (data + parameters, gradients, optimizer state + activations of one batch)\n"
-    f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} are refused before anything is "
-    "allocated,\nnaming the flag to shrink (--hidden, --samples, --image-size, --batch-size)."
+    f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} is refused before anything is "
+    "allocated, naming the flag\nto shrink (--hidden, --samples, --image-size, "
+    "--batch-size)."
 )
 
 
@@ -634,8 +635,11 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
         reason = "error"
     cli = dict(cli_meta, stopped=reason, error=f"{type(exc).__name__}: {one_line(exc)}")
     history.meta["cli"] = cli
-    history.save_json(out / "history.json")
-    checkpoint.save(net, out / "model.npz")
+    try:
+        history.save_json(out / "history.json")
+        checkpoint.save(net, out / "model.npz")
+    except Exception as save_error:  # report the run's own error, and this one
+        return f"could not save the partial run to {out} ({one_line(save_error)})"
     if isinstance(exc, TrainingDivergedError):
         done = None  # the error message says where it diverged
         at = history.meta.get("restored_iteration")
@@ -703,7 +707,7 @@ def _run_training(args, cfg, out: OutputFolder) -> int:
         print(FLOAT32_NUMERICAL_WARNING.format(h=h), file=sys.stderr, flush=True)
 
     cli_meta = {
-        "argv": list(sys.argv[1:]), "dataset": args.dataset, "sizes": sizes,
+        "argv": args.argv, "dataset": args.dataset, "sizes": sizes,
         **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
     }
     options = {"compile": True} if args.compile else {}
@@ -855,6 +859,7 @@ def _main(argv) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad flag (already printed)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("XPNN_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
