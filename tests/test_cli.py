@@ -524,7 +524,8 @@ def test_closed_stdout_exits_quietly_in_process(capsys, monkeypatch):
 
 
 def test_pipe_into_head_exits_quietly(tmp_path):
-    """`xpnn train ... | head -1`: the reader goes away while the run still prints."""
+    """`xpnn train ... | head -1`: the reader goes away after the first line; the run's
+    next write (its summary line) meets the closed pipe."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "xpnn", "train", "--dataset", "moons", "--samples", "20",
          "--iters", "5000", "--eval-every", "1", "--no-progress", "--out",
