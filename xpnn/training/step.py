@@ -37,6 +37,15 @@ def all_finite(xp, params: dict):
     return xp.isfinite(total)
 
 
+def _sorted_tree(tree):
+    """The same nest of dicts with every dict's keys in sorted order: compiled steps
+    (torch.compile guards on dict key order, CUDA graph buffers) see one fixed layout
+    whatever order an optimiser's init and update build their dicts in."""
+    if isinstance(tree, dict):
+        return {key: _sorted_tree(tree[key]) for key in sorted(tree)}
+    return tree
+
+
 def _with_params(net, method):
     """``method(x, T)`` of the network evaluated at other parameters: (params, x, T) ->
     grads. Eager only (it swaps net.params for the call)."""
@@ -92,16 +101,16 @@ def _book_transform(optimizer):
 
 def _pure_transform(optimizer):
     """The optimiser's pure ``transform`` (init, update), or None for a book-style
-    object, including a subclass that overrides ``update`` below the class that
-    provides ``transform`` (its override is what the user wants run)."""
+    object, including a subclass of an ``xpnn.optim`` optimiser that overrides
+    ``update`` (its override is what the user wants run)."""
+    from ..optim.optimizers import Optimizer
+
     transform = getattr(optimizer, "transform", None)
     if transform is None:
         return None
-    for cls in type(optimizer).__mro__:
-        if "transform" in vars(cls):
-            return transform.init, transform.update
-        if "update" in vars(cls):
-            return None
+    owner = next((c for c in type(optimizer).__mro__ if "update" in vars(c)), None)
+    if owner is not None and owner is not Optimizer:
+        return None
     return transform.init, transform.update
 
 
@@ -142,16 +151,18 @@ class Step:
             self._call, self.donates = compile_step(self.pure, self.xp, net.device)
 
     def init(self, params: dict | None = None, lr: float | None = None) -> dict:
-        """A fresh state: ``params`` (default: the network's; not copied), a fresh
-        optimiser state, iteration 0, no bad iteration, ``lr`` (default
-        ``optimizer.lr``)."""
+        """A first state: ``params`` (default: the network's; not copied), the
+        optimiser's state (``optimizer.state`` where it has one, so training continues
+        where it stopped; else a fresh one), iteration 0, no bad iteration, ``lr``
+        (default ``optimizer.lr``)."""
         xp, net = self.xp, self.net
         params = dict(net.params if params is None else params)
         lr = self.optimizer.lr if lr is None else lr
         dev = net.device
+        kept = getattr(self.optimizer, "state", None) if self.pure_optimizer else None
         return {
             "params": params,
-            "opt": self._init(params),
+            "opt": _sorted_tree(self._init(params) if kept is None else kept),
             "iteration": xp.asarray(0, device=dev),
             "first_bad": xp.asarray(-1, device=dev),
             "lr": xp.asarray(float(lr), dtype=net.dtype, device=dev),
@@ -170,7 +181,7 @@ class Step:
         newly_bad = xp.logical_and(first_bad < 0, xp.logical_not(all_finite(xp, params)))
         return {
             "params": params,
-            "opt": opt,
+            "opt": _sorted_tree(opt),
             "iteration": iteration,
             "first_bad": xp.where(newly_bad, iteration, first_bad),
             "lr": state["lr"],
