@@ -45,6 +45,7 @@ if _THREADS:
 def pytest_configure(config):
     for name, text in (
         ("step", "one training iteration (gradient + SGD update) and its peers"),
+        ("compiled", "the compiled step (torch.compile, jax.jit) beside eager and the peers"),
         ("numerical", "numerical-gradient iterations (long; sampled on big nets)"),
         ("sweep", "784-H-10 scaling sweep: time per iteration vs parameter count"),
         ("e2e", "end-to-end MNIST training (needs $XPNN_DATA_DIR/mnist)"),
