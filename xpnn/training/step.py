@@ -194,13 +194,12 @@ class Step:
         params, opt = self._update(grads, state["opt"], params, state["lr"])
         iteration = state["iteration"] + 1
         first_bad = state["first_bad"]
-        finite = all_finite(xp, params, self._zeros)
-        newly_bad = xp.logical_and(first_bad < 0, xp.logical_not(finite))
+        keep = xp.logical_or(all_finite(xp, params, self._zeros), first_bad >= 0)
         return {
             "params": params,
             "opt": _sorted_tree(opt),
             "iteration": iteration,
-            "first_bad": xp.where(newly_bad, iteration, first_bad),
+            "first_bad": xp.where(keep, first_bad, iteration),
             "lr": state["lr"],
         }
 
