@@ -671,3 +671,18 @@ def test_early_stopping_callback_alone_keeps_a_copy():
     assert run.meta["stopped_early"] and run.meta["best_iteration"] == 0
     cb.on_train_end(run)
     np.testing.assert_array_equal(run.net.params["W1"], np.ones(2))
+
+
+def test_optimizer_state_continues_across_runs_but_not_after_divergence():
+    x, y = blobs()
+    opt = Adam(lr=0.01)
+    net = _net(("numpy", None))
+    train(net, (x, y), optimizer=opt, batch_size=10, iters=5, **QUIET)
+    assert int(opt.state["count"]) == 5
+    train(net, (x, y), optimizer=opt, batch_size=10, iters=3, **QUIET)
+    assert int(opt.state["count"]) == 8
+    sgd = SGD(1e30)
+    with pytest.raises(TrainingDivergedError):
+        train(_mse_net(("numpy", None)), _regression(np.asarray), optimizer=sgd,
+              batch_size=10, iters=50, **QUIET)
+    assert sgd.state is None
