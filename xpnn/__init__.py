@@ -37,7 +37,7 @@ from .optim import (
     StepLR,
     make_optimizer,
 )
-from .training import History, TrainingDivergedError, train
+from .training import History, TrainingDivergedError, make_step, train
 
 __version__ = "0.1.0"
 
@@ -57,6 +57,7 @@ __all__ = [
     "data",
     "load",
     "make_optimizer",
+    "make_step",
     "optim",
     "nn",
     "io",
