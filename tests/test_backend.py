@@ -7,6 +7,9 @@ import warnings
 import array_api_compat
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import xpnn
 from xpnn.backend import available_backends, backend_name
@@ -153,3 +156,25 @@ def test_read_only_numpy_input(target):
         warnings.simplefilter("error")
         out = xpnn.asarray(host, backend=target)
     np.testing.assert_array_equal(xpnn.to_numpy(out), host)
+
+
+def _targets():
+    out = [("numpy", None), ("array_api_strict", None), ("array_api_strict", "device1")]
+    return out + [(n, None) for n in ("torch", "jax") if n in available_backends()]
+
+
+@settings(max_examples=25, deadline=None)
+@given(host=hnp.arrays(st.sampled_from([np.float32, np.float64]),
+                       hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+                       elements=st.floats(-1e6, 1e6, width=32)))
+def test_asarray_round_trip_property(host):
+    """Host -> every backend/device -> every other one -> host: same values and dtype."""
+    targets = _targets()
+    pairs = zip(targets, targets[1:] + targets[:1], strict=True)
+    for (name, device), (other, other_device) in pairs:
+        dtype = host.dtype.name
+        a = xpnn.asarray(host, backend=name, device=device, dtype=dtype)
+        b = xpnn.asarray(a, backend=other, device=other_device)
+        back = xpnn.to_numpy(b)
+        assert back.dtype == host.dtype
+        np.testing.assert_array_equal(back, host)

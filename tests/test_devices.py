@@ -13,6 +13,8 @@ import array_api_strict
 import numpy as np
 import pytest
 from conftest import GPU_IDS, missing_gpu_targets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import xpnn
 from xpnn import backend as B
@@ -223,3 +225,34 @@ def test_gpu_run_without_gpu_targets_fails_instead_of_passing():
     )
     assert run.returncode != 0
     assert "XPNN_REQUIRE_GPU is set but the GPU targets" in run.stdout + run.stderr
+
+
+@settings(max_examples=40, deadline=None)
+@given(count=st.integers(1, 8), data=st.data())
+def test_cupy_device_rule_property(count, data):
+    """Any GPU count, current device and asked device: 'cuda:N' resolves exactly when N
+    is current; inside device_context(N) exactly when N exists; names are 'cuda:N'."""
+    current = data.draw(st.integers(0, count - 1))
+    asked = data.draw(st.integers(0, count + 1))
+    cupy = fake_cupy(n_devices=count)
+    cupy.state["current"] = current
+    saved = sys.modules.get("cupy")
+    sys.modules["cupy"] = cupy
+    try:
+        if asked == current:
+            assert B.device_name(cupy, B.resolve_device(cupy, f"cuda:{asked}")) == f"cuda:{asked}"
+        else:
+            with pytest.raises(ValueError):
+                B.resolve_device(cupy, f"cuda:{asked}")
+        if asked < count:
+            with B.device_context(cupy, asked):
+                assert B.resolve_device(cupy, f"gpu:{asked}").id == asked
+            assert cupy.state["current"] == current
+        else:
+            with pytest.raises(ValueError, match=f"CuPy sees {count}"):
+                B.device_context(cupy, asked)
+    finally:
+        if saved is None:
+            sys.modules.pop("cupy", None)
+        else:
+            sys.modules["cupy"] = saved
