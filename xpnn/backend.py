@@ -239,6 +239,9 @@ def _cupy_device(device):
     return cupy.cuda.Device(index)
 
 
+_JAX_DEVICES = "use 'cpu', 'cpu:N', 'cuda', 'cuda:N' or a jax.Device"
+
+
 def _jax_device(device):
     import jax
 
@@ -249,15 +252,11 @@ def _jax_device(device):
             )
         return device
     if not isinstance(device, str):
-        raise ValueError(
-            f"bad jax device {device!r}; use 'cpu', 'cpu:N', 'cuda', 'cuda:N' or a jax.Device"
-        )
+        raise ValueError(f"bad jax device {device!r}; {_JAX_DEVICES}")
     try:
         index = _parse_indexed(device, ("cpu", "cuda", "gpu"))
     except ValueError:
-        raise ValueError(
-            f"bad jax device {device!r}; use 'cpu', 'cpu:N', 'cuda', 'cuda:N' or a jax.Device"
-        ) from None
+        raise ValueError(f"bad jax device {device!r}; {_JAX_DEVICES}") from None
     platform = "cpu" if device.strip().lower().startswith("cpu") else "gpu"
     try:
         devices = jax.devices(platform)
