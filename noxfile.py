@@ -2,15 +2,19 @@
 
     nox -s tests        NumPy + array-api-strict
     nox -s tests_torch  adds PyTorch (CPU build here: torch==2.13.0)
-    nox -s tests_cuda   CuPy and PyTorch on a CUDA device (needs a GPU)
+    nox -s tests_jax    JAX (CPU here) in 64-bit mode
+    nox -s tests_cuda   CuPy and PyTorch on a CUDA device (needs a GPU; fails without one)
     nox -s lint         ruff
     nox -s bench        the pytest-benchmark suite, JSON saved under bench/results/
+                        (on a machine with nvidia-smi it fails unless GPU rows ran)
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import re
 
 import nox
 
@@ -19,6 +23,26 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("XPNN_TORCH_SPEC", "torch==2.13.0")
 CUPY = os.environ.get("XPNN_CUPY_EXTRA", "cuda12")
+JAX = os.environ.get("XPNN_JAX_SPEC", "jax==0.10.2")
+
+#: Test/benchmark ids of the GPU targets (tests/conftest.py, bench/benchcommon.py).
+GPU_TARGETS = ("cupy", "torch-cuda")
+
+#: Proof that both GPU stacks really compute: a CuPy kernel compiled at run time
+#: (NVRTC from the [ctk] extra) and a PyTorch CUDA reduction, checked exactly.
+GPU_CHECK = """
+import cupy, torch
+n = cupy.cuda.runtime.getDeviceCount()
+assert n > 0, "CuPy sees no CUDA device"
+square = cupy.ElementwiseKernel("float64 x", "float64 y", "y = x * x", "xpnn_square")
+x = cupy.arange(1, 1001, dtype=cupy.float64)
+want = 1000 * 1001 * 2001 // 6
+assert float(square(x).sum()) == want, "CuPy kernel gave a wrong sum"
+assert torch.cuda.is_available(), "torch.cuda.is_available() is False (a CPU-only torch?)"
+t = torch.arange(1, 1001, dtype=torch.float64, device="cuda")
+assert float((t * t).sum()) == want, "torch CUDA gave a wrong sum"
+print(f"GPU check: {n} CUDA device(s), CuPy kernel and torch CUDA agree ({want})")
+"""
 
 
 def _data_env():
@@ -45,11 +69,23 @@ def tests_torch(session):
 
 
 @nox.session
+def tests_jax(session):
+    """JAX (CPU here) with JAX_ENABLE_X64=1, so the float64 gradient checks and the
+    1e-12 parity run on it; the backend-independent tests run again too."""
+    session.install(JAX)
+    session.install("-e", ".[test]")
+    env = {"XPNN_TEST_BACKENDS": "jax", "JAX_ENABLE_X64": "1", **_data_env()}
+    session.run("pytest", "-q", *session.posargs, env=env)
+
+
+@nox.session
 def tests_cuda(session):
-    """CuPy and PyTorch on a CUDA device (plus the CPU backends for parity)."""
+    """CuPy and PyTorch on a CUDA device (plus the CPU backends for parity). Fails,
+    rather than skips, when either GPU stack is missing or computes nothing."""
     session.install(f".[{CUPY},test]", TORCH)
-    session.run("python", "-c", "import cupy; assert cupy.cuda.runtime.getDeviceCount() > 0")
-    session.run("pytest", "-q", "-rs", *session.posargs, env=_data_env())
+    session.run("python", "-c", GPU_CHECK)
+    env = {"XPNN_REQUIRE_GPU": "1", **_data_env()}  # conftest: error without GPU targets
+    session.run("pytest", "-q", "-rs", *session.posargs, env=env)
 
 
 @nox.session
@@ -85,3 +121,21 @@ def bench(session):
     )
     session.run("python", "bench/report.py", f"{out}.json",
                 f"--markdown={out}.md", f"--plot={out}.png")
+    if gpu and not gpu_benchmark_rows(f"{out}.json"):
+        session.error(
+            f"nvidia-smi is present but no GPU benchmark row ({', '.join(GPU_TARGETS)}) ran; "
+            f"see {out}.json: CuPy or torch.cuda is not working, or the arguments / "
+            f"XPNN_BENCH_BACKENDS filtered the GPU targets out"
+        )
+
+
+def gpu_benchmark_rows(json_path: str) -> list[str]:
+    """Names of the benchmarks in a pytest-benchmark JSON that ran on a GPU target."""
+    with open(json_path) as f:
+        rows = json.load(f).get("benchmarks", [])
+    ids = "|".join(re.escape(t) for t in GPU_TARGETS)
+    on_gpu = re.compile(rf"[\[-]({ids})[\]-]")
+    return [
+        r["name"] for r in rows
+        if on_gpu.search(r.get("name", "")) or "gpu=True" in str(r.get("params", ""))
+    ]

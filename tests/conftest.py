@@ -1,8 +1,15 @@
 """Shared fixtures: ``backend`` / ``xp`` run a test once per array backend present.
 
-NumPy and array-api-strict always; PyTorch when importable (CPU, plus CUDA when
-torch sees a GPU); CuPy when importable and a CUDA device is present. Set
-``XPNN_TEST_BACKENDS=numpy,torch`` to restrict the list.
+``backend`` is ``(name, device)``. NumPy and array-api-strict always, strict a second
+time on its emulated ``device1`` (every array the library creates must land on the
+net's device); PyTorch when importable (CPU, plus CUDA when torch sees a GPU); CuPy
+when importable and a CUDA device is present; JAX when importable (64-bit mode is
+switched on here, as ``JAX_ENABLE_X64=1`` would, so the float64 tests run on it).
+
+``XPNN_TEST_BACKENDS=numpy,torch`` restricts the list (names or ids such as
+``array_api_strict-device1``). ``XPNN_REQUIRE_GPU=1`` makes the run an error unless
+both ``cupy`` and ``torch-cuda`` are in it (``nox -s tests_cuda``): a GPU session that
+silently ran only CPU tests would pass for the wrong reason.
 """
 
 from __future__ import annotations
@@ -15,24 +22,65 @@ import pytest
 import xpnn
 from xpnn.backend import available_backends
 
+GPU_IDS = ("cupy", "torch-cuda")
 
-def _backend_params():
-    names = available_backends()
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _all_params() -> list[tuple[str, str | None, str]]:
+    """(name, device, id) of every backend and device this machine can run."""
+    out = []
+    for name in available_backends():
+        out.append((name, None, name))
+        if name == "array_api_strict":
+            out.append((name, "device1", "array_api_strict-device1"))
+        if name == "torch" and _torch_cuda():
+            out.append((name, "cuda", "torch-cuda"))
+    return out
+
+
+def _wanted(params):
     wanted = os.environ.get("XPNN_TEST_BACKENDS")
-    if wanted:
-        names = [n for n in names if n in {w.strip() for w in wanted.split(",")}]
-    params = []
-    for name in names:
-        params.append(pytest.param((name, None), id=name))
-        if name == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                params.append(pytest.param(("torch", "cuda"), id="torch-cuda"))
-    return params
+    if not wanted:
+        return params
+    keep = {w.strip() for w in wanted.split(",") if w.strip()}
+    return [p for p in params if p[0] in keep or p[2] in keep]
 
 
-BACKEND_PARAMS = _backend_params()
+def _enable_jax_x64() -> None:
+    """64-bit JAX whenever JAX is here: some tests loop over available_backends() on
+    their own, outside the XPNN_TEST_BACKENDS selection."""
+    if "jax" in available_backends():
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+_enable_jax_x64()
+_PARAMS = _wanted(_all_params())
+BACKEND_PARAMS = [pytest.param((name, device), id=pid) for name, device, pid in _PARAMS]
+BACKEND_IDS = [pid for _, _, pid in _PARAMS]
+
+
+def missing_gpu_targets(ids, env) -> list[str]:
+    """The GPU test targets absent from ``ids`` when ``env`` asks for a GPU run."""
+    if env.get("XPNN_REQUIRE_GPU", "") in ("", "0"):
+        return []
+    return [g for g in GPU_IDS if g not in ids]
+
+
+def pytest_configure(config):
+    missing = missing_gpu_targets(BACKEND_IDS, os.environ)
+    if missing:
+        raise pytest.UsageError(
+            f"XPNN_REQUIRE_GPU is set but the GPU targets {missing} are not among the test "
+            f"backends {BACKEND_IDS}: CuPy needs a CUDA device it can see, torch-cuda needs "
+            f"torch.cuda.is_available(), and XPNN_TEST_BACKENDS must not filter them out"
+        )
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

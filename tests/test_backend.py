@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import array_api_compat
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import xpnn
 from xpnn.backend import available_backends, backend_name
@@ -76,3 +81,100 @@ def test_dtype_and_device_arguments(backend):
 def test_bad_device():
     with pytest.raises(ValueError, match="cpu"):
         xpnn.MLP([3, 2], backend="numpy", device="cuda")
+
+
+# -- asarray: which way data moves ----------------------------------------------------
+
+
+def _no_host_copy(monkeypatch):
+    def refuse(x):
+        raise AssertionError("asarray went through host memory")
+
+    monkeypatch.setattr(xpnn.backend, "to_numpy", refuse)
+
+
+def test_same_library_moves_without_a_host_copy(monkeypatch):
+    import array_api_strict
+
+    a = array_api_strict.asarray([[1.0, 2.0]], dtype=array_api_strict.float64)
+    _no_host_copy(monkeypatch)
+    b = xpnn.asarray(a, backend="array_api_strict", device="device1", dtype="float32")
+    assert b.device == array_api_strict.Device("device1") and b.dtype == array_api_strict.float32
+    c = xpnn.asarray(b, backend="array_api_strict", device="cpu")
+    assert c.device == array_api_strict.Device("CPU_DEVICE")
+    torch = pytest.importorskip("torch")
+    t = xpnn.asarray(torch.ones(2, dtype=torch.float64), backend="torch", dtype="float32")
+    assert t.dtype == torch.float32
+
+
+def test_torch_tensors_are_detached():
+    torch = pytest.importorskip("torch")
+    w = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    for target in ("torch", "numpy", "array_api_strict"):
+        out = xpnn.asarray(w * 2, backend=target)
+        assert not getattr(out, "requires_grad", False)
+        np.testing.assert_array_equal(xpnn.to_numpy(out), [2.0, 2.0, 2.0])
+
+
+def test_device_to_device_goes_through_dlpack(monkeypatch):
+    """Two libraries' arrays both in device memory (CuPy <-> torch CUDA on a GPU):
+    DLPack, no host copy. Faked here by declaring every array to be in device memory."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(xpnn.backend, "in_host_memory", lambda xp, device: False)
+    _no_host_copy(monkeypatch)
+    src = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    out = xpnn.asarray(src, backend="array_api_strict", device="device1", dtype="float32")
+    assert backend_name(array_api_compat.array_namespace(out)) == "array_api_strict"
+    xp = xpnn.get_namespace("array_api_strict")
+    assert out.dtype == xp.float32 and out.device == xp.Device("device1")
+    np.testing.assert_array_equal(np.from_dlpack(out), src.numpy())
+
+
+def test_refused_dlpack_falls_back_to_a_host_copy(monkeypatch):
+    torch = pytest.importorskip("torch")
+    xp = xpnn.get_namespace("numpy")
+    monkeypatch.setattr(xpnn.backend, "in_host_memory", lambda xp, device: False)
+
+    def refuse(x):
+        raise BufferError("DLPack export refused")
+
+    monkeypatch.setattr(xp, "from_dlpack", refuse)
+    copies = []
+    real = xpnn.backend.to_numpy
+    monkeypatch.setattr(xpnn.backend, "to_numpy", lambda x: copies.append(x) or real(x))
+    out = xpnn.asarray(torch.ones(2), backend="numpy")
+    np.testing.assert_array_equal(out, [1.0, 1.0])
+    assert len(copies) == 1
+
+
+@pytest.mark.parametrize("target", ["torch", "array_api_strict"])
+def test_read_only_numpy_input(target):
+    pytest.importorskip(target)
+    host = np.arange(4.0)
+    host.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = xpnn.asarray(host, backend=target)
+    np.testing.assert_array_equal(xpnn.to_numpy(out), host)
+
+
+def _targets():
+    out = [("numpy", None), ("array_api_strict", None), ("array_api_strict", "device1")]
+    return out + [(n, None) for n in ("torch", "jax") if n in available_backends()]
+
+
+@settings(max_examples=25, deadline=None)
+@given(host=hnp.arrays(st.sampled_from([np.float32, np.float64]),
+                       hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+                       elements=st.floats(-1e6, 1e6, width=32)))
+def test_asarray_round_trip_property(host):
+    """Host -> every backend/device -> every other one -> host: same values and dtype."""
+    targets = _targets()
+    pairs = zip(targets, targets[1:] + targets[:1], strict=True)
+    for (name, device), (other, other_device) in pairs:
+        dtype = host.dtype.name
+        a = xpnn.asarray(host, backend=name, device=device, dtype=dtype)
+        b = xpnn.asarray(a, backend=other, device=other_device)
+        back = xpnn.to_numpy(b)
+        assert back.dtype == host.dtype
+        np.testing.assert_array_equal(back, host)
