@@ -1,0 +1,29 @@
+"""Scaling past one process on existing engines (MPI, Dask, concurrent.futures).
+
+* ``Comm`` / ``SingleProcessComm`` / ``MPIComm``: data-parallel training
+  (``xpnn.train(..., comm=MPIComm())`` under ``mpiexec -n K``), with ``shard``;
+* ``numerical_gradient(net, x, T, h, executor=...)``: parameter-parallel numerical
+  gradients over any ``concurrent.futures.Executor`` or over MPI ranks;
+* ``xpnn.dist.dask``: Dask executors and out-of-core ``predict`` / ``accuracy`` over
+  a ``dask.array``;
+* ``xpnn.dist.cli``: the ``--workers`` / ``--scheduler`` flags.
+
+mpi4py, dask and torch.distributed are imported only when used.
+"""
+
+from .comm import Comm, SingleProcessComm, shard, shard_range
+from .executor import WorkerMismatchError, numerical_gradient, partition
+from .mpi import MPIComm, abort_on_error, mpi_world_size
+
+__all__ = [
+    "Comm",
+    "MPIComm",
+    "SingleProcessComm",
+    "WorkerMismatchError",
+    "abort_on_error",
+    "mpi_world_size",
+    "numerical_gradient",
+    "partition",
+    "shard",
+    "shard_range",
+]

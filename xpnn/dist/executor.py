@@ -1,0 +1,245 @@
+"""Parameter-parallel numerical gradients.
+
+The batched numerical gradient is a deterministic list of parameter chunks
+(``xpnn.nn.numerical.plan``), each an independent set of central differences. Here
+the list is cut into contiguous groups of about equal cost and the groups are
+computed elsewhere:
+
+* on the workers of any ``concurrent.futures.Executor`` (``ProcessPoolExecutor``,
+  Dask's ``Client.get_executor()``, mpi4py's ``MPIPoolExecutor``): each task gets the
+  network's config, host parameters, host x/T and h, rebuilds the network (checking
+  the worker's xpnn version and dtype) and returns its chunks' differences;
+* on the ranks of an ``xpnn.dist.Comm`` (all ranks call together, SPMD): rank r
+  computes group r and one ``Allgatherv`` gives every rank every chunk.
+
+Either way the chunks are the single-process ones, computed by the same code, so the
+result equals ``net.numerical_gradient`` up to rounding (bitwise, on the same BLAS).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import os
+import uuid
+
+import numpy as np
+
+from ..backend import to_numpy
+from . import _seams
+from .comm import Comm
+
+__all__ = ["numerical_gradient", "partition", "WorkerMismatchError"]
+
+
+class WorkerMismatchError(RuntimeError):
+    """A worker cannot compute a task as asked (other xpnn version, other dtype)."""
+
+
+def _cost(net, chunk) -> float:
+    """Relative cost of a chunk: multiply-adds per row of one perturbation (the rank-1
+    update of the next pre-activation, the full layers above it, the loss), times the
+    chunk's length."""
+    sizes = net.sizes
+    layer = int(chunk.key[1:]) - 1
+    above = sum(sizes[i] * sizes[i + 1] for i in range(layer + 2, len(sizes) - 1))
+    return (chunk.stop - chunk.start) * (sizes[min(layer + 2, len(sizes) - 1)] + above
+                                         + 2 * sizes[-1])
+
+
+def partition(net, chunks, n_parts: int) -> list[list]:
+    """Cut ``chunks`` (in order) into ``n_parts`` contiguous groups of about equal
+    ``_cost``; deterministic. Groups may be empty when there are fewer chunks than
+    parts."""
+    if n_parts < 1:
+        raise ValueError(f"the number of parts must be >= 1, got {n_parts}")
+    each = np.array([_cost(net, c) for c in chunks], dtype=np.float64)
+    ends = np.cumsum(each)
+    total = ends[-1] if len(ends) else 0.0
+    # a chunk goes to the part its cost midpoint falls in
+    mids = ends - each / 2
+    owner = np.minimum((mids * n_parts / max(total, 1e-300)).astype(int), n_parts - 1)
+    return [[c for c, o in zip(chunks, owner, strict=True) if o == p] for p in range(n_parts)]
+
+
+# -- the worker side -------------------------------------------------------------------
+
+_WORKER_CACHE: dict = {}
+
+
+def _payload(net, x, T, h: float) -> dict:
+    from .. import __version__
+
+    return {
+        "token": uuid.uuid4().hex,
+        "xpnn": __version__,
+        "backend": net.backend,
+        "dtype": net.dtype_name,
+        "config": _seams.to_config(net),
+        "params": {k: to_numpy(v) for k, v in net.params.items()},
+        "x": to_numpy(x),
+        "T": to_numpy(T),
+        "h": float(h),
+    }
+
+
+def _check_worker(payload: dict) -> None:
+    from .. import __version__
+
+    if payload["xpnn"] != __version__:
+        raise WorkerMismatchError(
+            f"worker pid {os.getpid()} runs xpnn {__version__} but the task comes from xpnn "
+            f"{payload['xpnn']}: install the same xpnn version on every worker"
+        )
+    wanted = payload["dtype"]
+    for name, value in [*payload["params"].items(), ("x", payload["x"]), ("T", payload["T"])]:
+        if np.asarray(value).dtype.name != wanted:
+            raise WorkerMismatchError(
+                f"worker pid {os.getpid()}: {name} arrived as {np.asarray(value).dtype.name} "
+                f"but the network computes in {wanted}; refusing to mix dtypes"
+            )
+
+
+def _worker_state(payload: dict):
+    """The rebuilt network, x, T and forward cache for this payload (built once per
+    worker process and payload)."""
+    state = _WORKER_CACHE.get("state")
+    if state is not None and state[0] == payload["token"]:
+        return state[1]
+    _check_worker(payload)
+    net = _seams.from_config(payload["config"], params=payload["params"],
+                             backend=payload["backend"], dtype=payload["dtype"])
+    if net.dtype_name != payload["dtype"]:
+        raise WorkerMismatchError(
+            f"worker pid {os.getpid()} built a {net.dtype_name} network for a "
+            f"{payload['dtype']} task; refusing"
+        )
+    x = net.xp.asarray(payload["x"], device=net.device)
+    T = net.xp.asarray(payload["T"], device=net.device)
+    built = (net, x, T, _seams.forward_cache(net, x))
+    _WORKER_CACHE["state"] = (payload["token"], built)
+    return built
+
+
+def _compute_chunks(net, x, T, chunks, h: float, cache) -> list[np.ndarray]:
+    return [to_numpy(_seams.chunk_gradient(net, x, T, c, h, cache)) for c in chunks]
+
+
+def chunk_task(payload: dict, chunks) -> list[np.ndarray]:
+    """Run on a worker: the central differences of ``chunks`` as host arrays."""
+    net, x, T, cache = _worker_state(payload)
+    return _compute_chunks(net, x, T, chunks, payload["h"], cache)
+
+
+# -- the caller side -------------------------------------------------------------------
+
+
+def executor_workers(executor) -> int:
+    """How many tasks ``executor`` runs at once (best effort; os.cpu_count() if it
+    does not say)."""
+    client = getattr(executor, "_client", None)
+    if client is not None:  # dask.distributed ClientExecutor
+        return max(1, sum(client.nthreads().values()))
+    for attr in ("num_workers", "_max_workers"):  # MPIPoolExecutor; concurrent.futures
+        n = getattr(executor, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return os.cpu_count() or 1
+
+
+def _assemble(net, chunks, values) -> dict:
+    xp, dev = net.xp, net.device
+    parts: dict = {k: [] for k in net.params}
+    for chunk, v in zip(chunks, values, strict=True):
+        if v.shape != (chunk.stop - chunk.start,):
+            raise RuntimeError(
+                f"chunk {chunk} came back with shape {v.shape}, expected "
+                f"({chunk.stop - chunk.start},)"
+            )
+        parts[chunk.key].append(xp.asarray(v.astype(net.dtype_name, copy=False), device=dev))
+    return _seams.assemble(net, parts)
+
+
+def _share(executor, payload):
+    """Dask: put the payload on the cluster once (every task then refers to it)
+    instead of pickling it into each task."""
+    client = getattr(executor, "_client", None)
+    if client is None:
+        return payload
+    return client.scatter(payload, broadcast=False, hash=False)
+
+
+def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
+    groups = [g for g in partition(net, chunks, tasks) if g]
+    shared = _share(executor, _payload(net, x, T, h))
+    futures = [executor.submit(chunk_task, shared, g) for g in groups]
+    values = []
+    try:
+        for group, fut in zip(groups, futures, strict=True):
+            got = fut.result()
+            if len(got) != len(group):
+                raise RuntimeError(f"a task returned {len(got)} chunks for {len(group)}")
+            values += got
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+    return _assemble(net, [c for g in groups for c in g], values)
+
+
+def _by_comm(net, x, T, h, comm: Comm, chunks) -> dict:
+    groups = partition(net, chunks, comm.size)
+    mine = groups[comm.rank]
+    local = _compute_chunks(net, x, T, mine, h, _seams.forward_cache(net, x))
+    flat = np.concatenate(local) if local else np.empty(0, dtype=net.dtype_name)
+    everything = comm.allgatherv(flat.astype(net.dtype_name, copy=False))
+    values, start = [], 0
+    for c in chunks:  # groups are contiguous and in rank order: chunk order
+        values.append(everything[start : start + c.stop - c.start])
+        start += c.stop - c.start
+    return _assemble(net, chunks, values)
+
+
+def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tasks=None):
+    """Central-difference gradient of ``net``'s loss at validated ``x`` (N, d) and
+    prepared targets ``T`` (N, n_out), parameter chunks computed in parallel.
+
+    executor       a ``concurrent.futures.Executor`` (tasks go to its workers), an
+                   ``xpnn.dist.Comm`` (SPMD: every rank calls this with the same
+                   arguments and gets the whole gradient), or None (this process)
+    h              step (default ``net.default_h()``)
+    memory_budget  bytes per chunk, as for ``net.numerical_gradient``
+    tasks          groups of chunks to submit (executor only; default: the executor's
+                   worker count)
+
+    Returns a dict like ``net.params`` of backend arrays.
+    """
+    h = net.default_h() if h is None else h
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not (
+        h > 0 and math.isfinite(h)
+    ):
+        raise ValueError(f"h must be a positive finite number, got {h!r}")
+    h = float(h)
+    chunks = _seams.plan(net, int(x.shape[0]), memory_budget)
+    if executor is None:
+        return _by_comm(net, x, T, h, _single(), chunks)
+    if isinstance(executor, Comm):
+        return _by_comm(net, x, T, h, executor, chunks)
+    if isinstance(executor, concurrent.futures.Executor) or callable(
+        getattr(executor, "submit", None)
+    ):
+        if tasks is None:
+            tasks = executor_workers(executor)
+        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+            raise ValueError(f"tasks must be a positive integer, got {tasks!r}")
+        return _by_executor(net, x, T, h, executor, chunks, tasks)
+    raise TypeError(
+        f"executor must be a concurrent.futures.Executor, an xpnn.dist.Comm or None, "
+        f"got {type(executor).__name__}"
+    )
+
+
+def _single():
+    from .comm import SingleProcessComm
+
+    return SingleProcessComm()
