@@ -21,8 +21,7 @@ import contextlib
 import numpy as np
 
 from ..backend import to_numpy
-from . import _seams
-from .executor import _check_worker, _payload
+from .executor import model_payload, worker_net
 
 __all__ = ["accuracy", "dask_executor", "evaluate", "predict"]
 
@@ -64,28 +63,6 @@ def dask_executor(address=None, n_workers: int | None = None, threads_per_worker
 
 # -- out-of-core evaluation --------------------------------------------------------------
 
-_BLOCK_NETS: dict = {}
-
-
-def _block_net(payload: dict):
-    """The network for a block function: rebuilt once per process and payload."""
-    got = _BLOCK_NETS.get("net")
-    if got is not None and got[0] == payload["token"]:
-        return got[1]
-    _check_worker(payload)
-    net = _seams.from_config(payload["config"], params=payload["params"],
-                             backend=payload["backend"], dtype=payload["dtype"])
-    _BLOCK_NETS["net"] = (payload["token"], net)
-    return net
-
-
-def _model_payload(net) -> dict:
-    empty = np.empty((0, 0), dtype=net.dtype_name)
-    payload = _payload(net, empty, empty, 1.0)
-    del payload["x"], payload["T"], payload["h"]
-    return payload
-
-
 def _rows(x, n_features: int, what: str):
     da = _dask()
     if not isinstance(x, da.Array):
@@ -100,7 +77,7 @@ def _to_net(net, block):
 
 
 def _predict_block(block, payload):
-    net = _block_net(payload)
+    net = worker_net(payload)
     return to_numpy(net.last_layer.output(net.forward(_to_net(net, block))))
 
 
@@ -108,14 +85,14 @@ def predict(net, x):
     """Outputs (probabilities; raw values for mse) for a dask.array ``x`` (N, d), as a
     lazy dask.array (N, n_out) in the network's dtype; ``.compute()`` it or store it."""
     x = _rows(x, net.sizes[0], "x")
-    payload = _model_payload(net)
+    payload = model_payload(net)
     return x.map_blocks(_predict_block, payload, dtype=net.dtype_name,
                         chunks=(x.chunks[0], (net.sizes[-1],)))
 
 
 def _totals_block(block, t_block, payload):
     """(1, 2): the block's summed data loss and number of correct predictions."""
-    net = _block_net(payload)
+    net = worker_net(payload)
     xb = _to_net(net, block)
     t_host = np.asarray(t_block)
     t_arg = t_host[:, 0] if t_host.shape[1] == 1 and net.sizes[-1] > 1 else t_host
@@ -139,7 +116,7 @@ def evaluate(net, x, t, compute: bool = True):
         raise ValueError(f"x has {x.shape[0]} rows but t has {t.shape[0]}")
     t2 = t[:, None] if t.ndim == 1 else t
     t2 = t2.rechunk((x.chunks[0], -1))
-    payload = _model_payload(net)
+    payload = model_payload(net)
     totals = da.map_blocks(_totals_block, x, t2, payload, dtype=np.float64,
                            chunks=((1,) * len(x.chunks[0]), (2,)))
     if not compute:

@@ -67,7 +67,10 @@ def partition(net, chunks, n_parts: int) -> list[list]:
 _WORKER_CACHE: dict = {}
 
 
-def _payload(net, x, T, h: float) -> dict:
+def model_payload(net) -> dict:
+    """What a worker needs to rebuild ``net``: config, host parameters, and the
+    caller's xpnn version, backend and dtype (checked on the worker). ``token``
+    identifies this state of the parameters (workers cache the rebuilt network)."""
     from .. import __version__
 
     return {
@@ -77,10 +80,11 @@ def _payload(net, x, T, h: float) -> dict:
         "dtype": net.dtype_name,
         "config": _seams.to_config(net),
         "params": {k: to_numpy(v) for k, v in net.params.items()},
-        "x": to_numpy(x),
-        "T": to_numpy(T),
-        "h": float(h),
     }
+
+
+def _payload(net, x, T, h: float) -> dict:
+    return {**model_payload(net), "x": to_numpy(x), "T": to_numpy(T), "h": float(h)}
 
 
 def _check_worker(payload: dict) -> None:
@@ -92,7 +96,8 @@ def _check_worker(payload: dict) -> None:
             f"{payload['xpnn']}: install the same xpnn version on every worker"
         )
     wanted = payload["dtype"]
-    for name, value in [*payload["params"].items(), ("x", payload["x"]), ("T", payload["T"])]:
+    arrays = [*payload["params"].items()] + [(k, payload[k]) for k in ("x", "T") if k in payload]
+    for name, value in arrays:
         if np.asarray(value).dtype.name != wanted:
             raise WorkerMismatchError(
                 f"worker pid {os.getpid()}: {name} arrived as {np.asarray(value).dtype.name} "
@@ -100,25 +105,44 @@ def _check_worker(payload: dict) -> None:
             )
 
 
+def _cached(kind: str, payload: dict, build):
+    """``build()`` once per worker process, kind and payload token."""
+    got = _WORKER_CACHE.get(kind)
+    if got is not None and got[0] == payload["token"]:
+        return got[1]
+    value = build()
+    _WORKER_CACHE[kind] = (payload["token"], value)
+    return value
+
+
+def worker_net(payload: dict):
+    """The network of ``payload``, rebuilt on this worker after checking its xpnn
+    version and dtype."""
+
+    def build():
+        _check_worker(payload)
+        net = _seams.from_config(payload["config"], params=payload["params"],
+                                 backend=payload["backend"], dtype=payload["dtype"])
+        if net.dtype_name != payload["dtype"]:
+            raise WorkerMismatchError(
+                f"worker pid {os.getpid()} built a {net.dtype_name} network for a "
+                f"{payload['dtype']} task; refusing"
+            )
+        return net
+
+    return _cached("net", payload, build)
+
+
 def _worker_state(payload: dict):
-    """The rebuilt network, x, T and forward cache for this payload (built once per
-    worker process and payload)."""
-    state = _WORKER_CACHE.get("state")
-    if state is not None and state[0] == payload["token"]:
-        return state[1]
-    _check_worker(payload)
-    net = _seams.from_config(payload["config"], params=payload["params"],
-                             backend=payload["backend"], dtype=payload["dtype"])
-    if net.dtype_name != payload["dtype"]:
-        raise WorkerMismatchError(
-            f"worker pid {os.getpid()} built a {net.dtype_name} network for a "
-            f"{payload['dtype']} task; refusing"
-        )
-    x = net.xp.asarray(payload["x"], device=net.device)
-    T = net.xp.asarray(payload["T"], device=net.device)
-    built = (net, x, T, _seams.forward_cache(net, x))
-    _WORKER_CACHE["state"] = (payload["token"], built)
-    return built
+    """The rebuilt network, x, T and forward cache of a gradient payload."""
+
+    def build():
+        net = worker_net(payload)
+        x = net.xp.asarray(payload["x"], device=net.device)
+        T = net.xp.asarray(payload["T"], device=net.device)
+        return net, x, T, _seams.forward_cache(net, x)
+
+    return _cached("gradient", payload, build)
 
 
 def _compute_chunks(net, x, T, chunks, h: float, cache) -> list[np.ndarray]:
