@@ -150,3 +150,4 @@ def abort_on_error(comm=None, exit_code: int = 1):
         sys.stderr.flush()
         sys.stdout.flush()
         raw.Abort(exit_code)
+        os._exit(exit_code)  # MPICH's MPI_Abort can return to the caller (seen with 5.0)

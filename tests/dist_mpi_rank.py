@@ -1,0 +1,122 @@
+"""One MPI rank of the scenarios in test_dist_mpi.py (run as
+``mpiexec -n 2 python tests/dist_mpi_rank.py SCENARIO OUTDIR``). Each rank writes
+``OUTDIR/rank<r>.json`` with what it saw; the test compares them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import xpnn
+from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, shard
+from xpnn.dist.comm import _params_digest
+
+
+def _problem(n=13, sizes=(6, 5, 3), seed=0, weight_decay=0.01):
+    net = xpnn.MLP(list(sizes), activation="tanh", weight_init=0.7, dtype="float64",
+                   weight_decay=weight_decay, seed=seed)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, sizes[0]))
+    t = rng.integers(0, sizes[-1], n)
+    return net, x, t
+
+
+def _rel(a: dict, b: dict) -> float:
+    return max(float(np.max(np.abs(xpnn.to_numpy(a[k]) - xpnn.to_numpy(b[k])))
+                     / np.max(np.abs(xpnn.to_numpy(b[k])))) for k in b)
+
+
+def collectives(comm, out):
+    """allreduce_mean of uneven shards against the full batch; allreduce_sum;
+    allgatherv of uneven lengths; replicas after manual SGD steps; parameter-parallel
+    numerical gradient; check_replicas."""
+    net, x, t = _problem()
+    comm.check_replicas(net)
+    xs, ts = shard(x, t, comm.rank, comm.size)  # 7 and 6 rows
+    g = comm.allreduce_mean(net.gradient(xs, ts), xs.shape[0])
+    out["mean_rel_err"] = _rel(g, net.gradient(x, t))
+    out["sum"] = comm.allreduce_sum([comm.rank + 0.5, 1.0])
+    out["gathered"] = comm.allgatherv(np.arange(comm.rank + 2, dtype=np.float64)).tolist()
+
+    # manual data-parallel SGD on shards against single-process full-batch SGD
+    single = xpnn.MLP(**_kwargs(net))
+    for _ in range(5):
+        grads = comm.allreduce_mean(net.gradient(xs, ts), xs.shape[0])
+        net.params = {k: v - 0.5 * grads[k] for k, v in net.params.items()}
+        full = single.gradient(x, t)
+        single.params = {k: v - 0.5 * full[k] for k, v in single.params.items()}
+    out["digest"] = _params_digest(net)
+    out["sgd_rel_err"] = _rel(net.params, single.params)
+    comm.check_replicas(net)
+
+    # the numerical gradient split by parameters over the ranks
+    xf, Tf = net.check_x(x), net.prepare_targets(t, x.shape[0])
+    want = net.numerical_gradient(x, t, memory_budget=2048)
+    got = numerical_gradient(net, xf, Tf, executor=comm, memory_budget=2048)
+    out["numerical_rel_err"] = _rel(got, want)
+    out["numerical_max_abs_diff"] = max(
+        float(np.max(np.abs(got[k] - want[k]))) for k in want)
+
+
+def _kwargs(net):
+    return dict(sizes=net.sizes, activation=net.activations, loss=net.loss_name,
+                weight_init=0.7, weight_decay=net.weight_decay, dtype=net.dtype_name, seed=0)
+
+
+def train(comm, out):
+    """xpnn.train(..., comm=comm) on shards against single-process training."""
+    net, x, t = _problem(n=40)
+    hist = xpnn.train(net, (x, t), optimizer=xpnn.SGD(lr=0.3), batch_size=None, iters=6,
+                      progress=comm.rank == 0, comm=comm)
+    out["digest"] = _params_digest(net)
+    single, _, _ = _problem(n=40)
+    xpnn.train(single, (x, t), optimizer=xpnn.SGD(lr=0.3), batch_size=None, iters=6,
+               progress=False)
+    out["train_rel_err"] = _rel(net.params, single.params)
+    out["final_loss"] = hist.final["train_loss"]
+
+
+def raise_on_one(comm, out):
+    """Rank 1 raises while rank 0 waits in a collective: everyone must exit."""
+    if comm.rank == 1:
+        time.sleep(0.5)
+        raise RuntimeError("boom on purpose")
+    comm.allreduce_sum([1.0])
+    out["rank0_passed_the_collective"] = True
+
+
+def die_on_one(comm, out):
+    """Rank 1 is killed outright (no Python cleanup) while rank 0 waits."""
+    if comm.rank == 1:
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGKILL)
+    comm.allreduce_sum([1.0])
+    out["rank0_passed_the_collective"] = True
+
+
+def different_replicas(comm, out):
+    net, _, _ = _problem(seed=comm.rank)  # a different seed on each rank
+    comm.check_replicas(net)
+
+
+SCENARIOS = {f.__name__: f for f in (collectives, train, raise_on_one, die_on_one,
+                                      different_replicas)}
+
+
+def main():
+    scenario, outdir = sys.argv[1], sys.argv[2]
+    comm = MPIComm()
+    out = {"rank": comm.rank, "size": comm.size}
+    with abort_on_error(comm):
+        SCENARIOS[scenario](comm, out)
+    with open(os.path.join(outdir, f"rank{comm.rank}.json"), "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
