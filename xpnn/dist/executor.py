@@ -185,12 +185,13 @@ def _assemble(net, chunks, values) -> dict:
 
 
 def _share(executor, payload):
-    """Dask: put the payload on the cluster once (every task then refers to it)
-    instead of pickling it into each task."""
+    """Dask: put the payload on every worker once (every task then refers to it)
+    instead of pickling it into each task; a copy on every worker survives the loss
+    of any one of them."""
     client = getattr(executor, "_client", None)
     if client is None:
         return payload
-    return client.scatter(payload, broadcast=False, hash=False)
+    return client.scatter(payload, broadcast=True, hash=False)
 
 
 def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
