@@ -320,7 +320,7 @@ class SampledStep:
         return all(p["units"] == p["timed"] for p in self.plan.values())
 
     def _loop_tensor(self, key):
-        """The body of xpnn.numerical.numerical_gradient, on the sampled elements."""
+        """The body of xpnn.nn.numerical.numerical_gradient, on the sampled elements."""
         net, xp, x, T, h = self.net, self.net.xp, self.x, self.T, self.h
         value = net.params[key]
         flat = xp.reshape(value, (-1,))
@@ -338,27 +338,16 @@ class SampledStep:
         return out
 
     def _batched_tensor(self, key, cache):
-        """The body of xpnn.numerical.mlp_numerical_gradient, on the sampled chunks."""
-        net, xp, x, T, h = self.net, self.net.xp, self.x, self.T, self.h
-        dev = xpnn.backend.device_of(x)
-        out = []
-        for start, stop in self._work[key]:
-            m = stop - start
-            idx = xp.arange(start, stop, device=dev)
-            both = xp.concat([idx, idx])
-            deltas = xp.concat([
-                xp.full((m,), h, dtype=net.dtype, device=dev),
-                xp.full((m,), -h, dtype=net.dtype, device=dev),
-            ])
-            losses = xnum.perturbed_losses(net, x, T, key, both, deltas, cache)
-            out.append((losses[:m] - losses[m:]) / (2 * h))
-        return out
+        """xpnn.nn.numerical.chunk_gradient on the sampled chunks, as the real code runs it."""
+        net, x, T, h = self.net, self.x, self.T, self.h
+        return [xnum.chunk_gradient(net, x, T, xnum.Chunk(key, start, stop), h, cache)
+                for start, stop in self._work[key]]
 
     def __call__(self):
         net, sync = self.net, self.sync
         clock = time.perf_counter
         t0 = clock()
-        cache = xnum._Cache(net, self.x) if self.method == "batched" else None
+        cache = xnum.forward_cache(net, self.x) if self.method == "batched" else None
         sync()
         total = clock() - t0
         for key, plan in self.plan.items():

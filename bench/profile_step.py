@@ -63,17 +63,16 @@ def breakdown(net, x, T, lr, sync, n):
         return g
 
     saved = []
-    for i, aff in enumerate(net.affines):
-        saved.append((aff, "forward", aff.forward))
-        saved.append((aff, "backward", aff.backward))
-        aff.forward = timed(f"affine{i + 1}.forward (x@W + b)", aff.forward)
-        aff.backward = timed(f"affine{i + 1}.backward (dW, db, dx)", aff.backward)
-    for i, act in enumerate(net.hidden):
+    aff = net.arch.affine  # one stateless block serves every layer
+    saved += [(aff, "forward", aff.forward), (aff, "backward", aff.backward)]
+    aff.forward = timed("affine.forward (x@W + b, all layers)", aff.forward)
+    aff.backward = timed("affine.backward (dW, db, dx, all layers)", aff.backward)
+    for i, act in enumerate(net.arch.activations):
         saved.append((act, "forward", act.forward))
         saved.append((act, "backward", act.backward))
         act.forward = timed(f"{act.name}{i + 1}.forward", act.forward)
         act.backward = timed(f"{act.name}{i + 1}.backward", act.backward)
-    last = net.last_layer
+    last = net.loss_fn
     saved.append((last, "gradient", last.gradient))
     last.gradient = timed("loss.gradient (softmax - T)/N", last.gradient)
     params = net.params

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 #: default pass threshold on the max relative error, by dtype
@@ -52,6 +54,16 @@ class GradientCheck(dict):
     __str__ = table
 
 
+def _check_tolerance(value, what: str, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{what} must be {'positive' if positive else '>= 0'} and finite, "
+                         f"got {value!r}")
+    return value
+
+
 def gradient_check(net, x, t, threshold=None, h=None, method="batched",
                    atol=None) -> GradientCheck:
     """Compare ``net.gradient`` with ``net.numerical_gradient`` on (x, t).
@@ -60,35 +72,45 @@ def gradient_check(net, x, t, threshold=None, h=None, method="batched",
     with tiny the dtype's smallest normal number; ``threshold`` defaults to 1e-7 in
     float64 and 5e-2 in float32 (where central differences carry ~1e-3 relative error).
 
-    An element also passes when its absolute error is within ``atol``, by default
-    10 * eps * max(1, |loss|) / h: ten times the rounding noise of the central
-    difference itself, which no numerical gradient can beat. Without it an element whose
-    true gradient is ~1e-5 fails the float64 threshold on rounding alone. The reported
-    ``max_rel_error`` is the plain relative error, floor or not.
+    An element also passes when its absolute error is within ``atol``, by default the
+    rounding noise of the central difference itself, 10 * eps * max(1, |loss|) / h,
+    which no numerical gradient can beat (without it an element whose true gradient is
+    ~1e-5 fails the float64 threshold on rounding alone), but never more than
+    ``threshold`` times the largest backprop gradient element: a tiny ``h`` makes the
+    noise estimate huge, and a floor that large would pass any gradient. ``h`` below
+    sqrt(eps) is refused. The reported ``max_rel_error`` is the plain relative error.
     """
     xp = net.xp
+    threshold = (DEFAULT_THRESHOLD[net.dtype_name] if threshold is None
+                 else _check_tolerance(threshold, "threshold", positive=True))
+    if atol is not None:
+        atol = _check_tolerance(atol, "atol", positive=False)
+    eps = float(xp.finfo(net.dtype).eps)
+    h_used = net.default_h() if h is None else h
+    if isinstance(h_used, (int, float)) and not isinstance(h_used, bool) and 0 < h_used < (
+        math.sqrt(eps)
+    ):
+        raise ValueError(
+            f"h={h_used:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
+            f"central difference would be mostly rounding noise and the check meaningless; "
+            f"use h near eps**(1/3) (default {net.default_h():g})"
+        )
     grad = net.gradient(x, t)
     num = net.numerical_gradient(x, t, h=h, method=method)
-    threshold = DEFAULT_THRESHOLD[net.dtype_name] if threshold is None else float(threshold)
+    h_used = float(h_used)
     tiny = xp.finfo(net.dtype).smallest_normal
-    h_used = net.default_h() if h is None else float(h)
     if atol is None:
         loss = abs(float(net.loss(x, t)))
-        atol = 10 * float(xp.finfo(net.dtype).eps) * max(1.0, loss) / h_used
+        scale = max(float(xp.max(xp.abs(g))) for g in grad.values())
+        atol = min(10 * eps * max(1.0, loss) / h_used, threshold * scale)
     checks = []
     for name in net.params:
         diff = xp.abs(grad[name] - num[name])
         scale = xp.abs(grad[name]) + xp.abs(num[name])
         rel = diff / xp.maximum(scale, xp.full_like(scale, tiny))
-        rel_max = float(xp.max(rel))
         ok = bool(xp.all((rel <= threshold) | (diff <= atol)))
         checks.append(
-            ParamCheck(
-                name,
-                tuple(grad[name].shape),
-                rel_max,
-                float(xp.max(diff)),
-                ok,
-            )
+            ParamCheck(name, tuple(grad[name].shape), float(xp.max(rel)),
+                       float(xp.max(diff)), ok)
         )
     return GradientCheck(checks, threshold, net.dtype_name, h_used, atol)

@@ -1,38 +1,49 @@
 """Layers as small blocks with ``forward`` and ``backward``, as in the book's
 ``common/layers.py``, written against an array-API namespace ``xp``.
 
-Shapes: a batch ``x`` is (N, d). Activations are elementwise, so their
-``function`` also works on any leading batch dimensions (the batched numerical
-gradient feeds them (P, N, d) stacks of perturbed inputs).
+The blocks are stateless: ``forward`` returns its output and a cache, ``backward``
+takes that cache back, so nothing is written to the layer objects and a whole step
+is a pure function of its inputs (see ``xpnn.nn.functional``).
 
-Adding an activation: one small class with ``function``/``forward``/``backward``
-and one line in ``ACTIVATIONS``.
+Shapes: a batch ``x`` is (N, d). Every block also takes stacks (..., N, d): the
+batched numerical gradient forwards (P, N, d) stacks of perturbed activations.
+
+Adding an activation: one small class with ``function`` / ``forward`` / ``backward``
+and one line in ``ACTIVATIONS``. ``zero`` is a 0-d array of the network's dtype on
+its device, built once: ``xp.maximum(x, 0.0)`` would make some backends build a
+tensor from the Python scalar on every call (on CUDA a host-to-device copy, under
+``torch.compile`` a graph break).
 """
 
 from __future__ import annotations
 
+import math
+
 
 class Affine:
-    """y = x @ W + b.   x: (N, d_in), W: (d_in, d_out), b: (d_out,) -> y: (N, d_out).
+    """y = x @ W + b.   x: (..., N, d_in), W: (d_in, d_out), b: (d_out,) -> (..., N, d_out).
 
-    ``W`` and ``b`` are attributes the network rebinds before each pass, so an
-    optimiser that rebinds ``params["W1"]`` never has to reach into layers.
+    ``forward(W, b, x) -> (y, cache)``; ``backward(W, cache, dout) -> (dx, dW, db)``.
     """
 
-    def __init__(self, xp, W=None, b=None):
-        self.xp, self.W, self.b = xp, W, b
-        self.x = self.dW = self.db = None
+    def __init__(self, xp):
+        self.xp = xp
 
-    def forward(self, x):
-        self.x = x
-        return x @ self.W + self.b
+    def forward(self, W, b, x):
+        if x.ndim == 2:
+            return x @ W + b, x
+        # a stack: one (P*N, d_in) @ W product, not P small ones
+        lead = tuple(x.shape[:-1])
+        flat = self.xp.reshape(x, (math.prod(lead), x.shape[-1]))
+        return self.xp.reshape(flat @ W + b, (*lead, W.shape[1])), x
 
-    def backward(self, dout, input_grad: bool = True):
-        """Store dW, db; return dx, or None when ``input_grad`` is false (the first
-        layer's input needs no gradient, and that product is as big as the forward's)."""
-        self.dW = self.x.T @ dout
-        self.db = self.xp.sum(dout, axis=0)
-        return dout @ self.W.T if input_grad else None
+    def backward(self, W, cache, dout, input_grad: bool = True):
+        """dx (None when ``input_grad`` is false: the first layer's input needs no
+        gradient, and that product costs as much as the forward), dW, db."""
+        x = cache
+        dW = x.T @ dout
+        db = self.xp.sum(dout, axis=0)
+        return (dout @ W.T if input_grad else None), dW, db
 
 
 class Sigmoid:
@@ -40,8 +51,8 @@ class Sigmoid:
 
     name = "sigmoid"
 
-    def __init__(self, xp):
-        self.xp, self.out = xp, None
+    def __init__(self, xp, zero=0.0):
+        self.xp, self.zero = xp, zero
 
     def function(self, x):
         xp = self.xp
@@ -49,14 +60,15 @@ class Sigmoid:
         # x < 0. Both exponents are <= 0, so nothing overflows, and it is bit-identical to
         # the two-branch where() form without its data-dependent select (10x slower on
         # large arrays in NumPy and PyTorch).
-        return xp.exp(xp.minimum(x, 0.0)) / (1.0 + xp.exp(-xp.abs(x)))
+        return xp.exp(xp.minimum(x, self.zero)) / (1.0 + xp.exp(-xp.abs(x)))
 
     def forward(self, x):
-        self.out = self.function(x)
-        return self.out
+        out = self.function(x)
+        return out, out
 
-    def backward(self, dout):
-        return dout * self.out * (1.0 - self.out)
+    def backward(self, cache, dout):
+        out = cache
+        return dout * out * (1.0 - out)
 
 
 class Tanh:
@@ -64,18 +76,19 @@ class Tanh:
 
     name = "tanh"
 
-    def __init__(self, xp):
-        self.xp, self.out = xp, None
+    def __init__(self, xp, zero=0.0):
+        self.xp = xp
 
     def function(self, x):
         return self.xp.tanh(x)
 
     def forward(self, x):
-        self.out = self.function(x)
-        return self.out
+        out = self.function(x)
+        return out, out
 
-    def backward(self, dout):
-        return dout * (1.0 - self.out * self.out)
+    def backward(self, cache, dout):
+        out = cache
+        return dout * (1.0 - out * out)
 
 
 class ReLU:
@@ -83,20 +96,20 @@ class ReLU:
 
     name = "relu"
 
-    def __init__(self, xp):
-        self.xp, self.mask = xp, None
+    def __init__(self, xp, zero=0.0):
+        self.xp, self.zero = xp, zero
 
     # maximum / a multiply by a 0-1 mask rather than where(): where() with a
     # data-dependent mask is ~10x slower on large NumPy and PyTorch arrays.
     def function(self, x):
-        return self.xp.maximum(x, 0.0)
+        return self.xp.maximum(x, self.zero)
 
     def forward(self, x):
-        self.mask = self.xp.astype(x > 0, x.dtype)  # 1.0 where x > 0, else 0.0
-        return self.xp.maximum(x, 0.0)
+        mask = self.xp.astype(x > self.zero, x.dtype)  # 1.0 where x > 0, else 0.0
+        return self.function(x), mask
 
-    def backward(self, dout):
-        return dout * self.mask
+    def backward(self, cache, dout):
+        return dout * cache
 
 
 class ELU:
@@ -104,24 +117,22 @@ class ELU:
 
     name = "elu"
 
-    def __init__(self, xp, alpha: float = 1.0):
-        self.xp, self.alpha = xp, alpha
-        self.x = self.out = None
+    def __init__(self, xp, zero=0.0, alpha: float = 1.0):
+        self.xp, self.zero, self.alpha = xp, zero, alpha
 
     def function(self, x):
         xp = self.xp
         # expm1 of min(x, 0) so large positive x never overflows the unused branch
-        neg = self.alpha * xp.expm1(xp.minimum(x, xp.zeros_like(x)))
-        return xp.where(x > 0, x, neg)
+        return xp.where(x > self.zero, x, self.alpha * xp.expm1(xp.minimum(x, self.zero)))
 
     def forward(self, x):
-        self.x = x
-        self.out = self.function(x)
-        return self.out
+        out = self.function(x)
+        return out, (x, out)
 
-    def backward(self, dout):
+    def backward(self, cache, dout):
+        x, out = cache
         # d/dx alpha*(e^x - 1) = alpha*e^x = out + alpha
-        return self.xp.where(self.x > 0, dout, dout * (self.out + self.alpha))
+        return self.xp.where(x > self.zero, dout, dout * (out + self.alpha))
 
 
 class Identity:
@@ -129,16 +140,16 @@ class Identity:
 
     name = "identity"
 
-    def __init__(self, xp):
+    def __init__(self, xp, zero=0.0):
         self.xp = xp
 
     def function(self, x):
         return x
 
     def forward(self, x):
-        return x
+        return x, None
 
-    def backward(self, dout):
+    def backward(self, cache, dout):
         return dout
 
 
@@ -152,10 +163,20 @@ ACTIVATIONS = {
 }
 
 
-def make_activation(name: str, xp):
-    """Build the activation layer called ``name`` (see ``ACTIVATIONS``)."""
-    if not isinstance(name, str) or name.lower() not in ACTIVATIONS:
+def check_activation(name) -> str:
+    """The registry key for ``name``, or a ValueError/TypeError listing the choices."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"an activation is a name ({', '.join(sorted(ACTIVATIONS))}), got {name!r}"
+        )
+    if name.lower() not in ACTIVATIONS:
         raise ValueError(
             f"unknown activation {name!r}; choose from {', '.join(sorted(ACTIVATIONS))}"
         )
-    return ACTIVATIONS[name.lower()](xp)
+    return name.lower()
+
+
+def make_activation(name: str, xp, zero=0.0):
+    """Build the activation layer called ``name`` (see ``ACTIVATIONS``); ``zero`` is the
+    network's 0-d zero (see the module docstring)."""
+    return ACTIVATIONS[check_activation(name)](xp, zero)

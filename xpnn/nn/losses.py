@@ -1,13 +1,15 @@
-"""Output losses. Each takes the last affine layer's output ``z`` (logits, or raw
-values for ``mse``) and prepared targets ``T`` of the same shape, and returns the
-batch mean.
+"""Output losses, as stateless objects that own everything that differs between
+them: how user targets are encoded, the output (probabilities or raw values), the
+loss value, its gradient with respect to the logits and the accuracy.
 
-``value`` also works on stacks ``z`` of shape (..., N, C) with one ``T`` of shape
-(N, C), returning one loss per leading index: that is what the batched numerical
-gradient evaluates.
+Each takes the last affine layer's output ``z`` (logits, or raw values for ``mse``)
+and encoded targets ``T`` of the same shape (N, C), and returns the batch mean.
+``value`` also works on stacks ``z`` of shape (..., N, C) with one ``T`` (N, C),
+returning one loss per leading index: that is what the batched numerical gradient
+evaluates.
 
-The plain functions ``softmax_cross_entropy``, ``binary_cross_entropy`` and
-``mse`` take (z, T) arrays directly.
+The plain functions ``softmax_cross_entropy``, ``binary_cross_entropy`` and ``mse``
+take (z, t) arrays directly.
 """
 
 from __future__ import annotations
@@ -16,37 +18,55 @@ import math
 
 import array_api_compat
 
-from .._validation import prepare_targets
+from .._validation import check_floating, prepare_targets
 from ..backend import device_of
 
 
-class _LogitLoss:
-    """Shared by the two classification losses: output p = output(z) and, for both,
-    dL/dz = (p - T) / N."""
+class Loss:
+    """Base: ``forward(z, T) -> (loss, cache)`` and ``backward(cache) -> dL/dz`` in the
+    book's style, ``gradient(z, T)`` for dL/dz without the loss value."""
+
+    name = "loss"
+    min_outputs = 1
+    max_outputs = None
+    has_accuracy = False
 
     def __init__(self, xp):
         self.xp = xp
-        self.y = self.T = None
+
+    @classmethod
+    def check_outputs(cls, n_out: int) -> None:
+        if n_out < cls.min_outputs or (cls.max_outputs is not None and n_out > cls.max_outputs):
+            need = ("exactly 1 output" if cls.max_outputs == 1
+                    else f"at least {cls.min_outputs} outputs")
+            raise ValueError(f"loss {cls.name!r} needs {need}, but sizes ends in {n_out}")
 
     def forward(self, z, T):
-        self.y, self.T = self.output(z), T
-        return self.value(z, T)
+        return self.value(z, T), (z, T)
 
-    def backward(self):
-        return (self.y - self.T) / self.T.shape[0]
+    def backward(self, cache):
+        return self.gradient(*cache)
+
+    def accuracy(self, z, T):
+        raise ValueError(f"accuracy is not defined for the regression loss {self.name!r}")
+
+
+class _LogitLoss(Loss):
+    """Shared by the two classification losses: dL/dz = (output(z) - T) / N."""
+
+    has_accuracy = True
 
     def gradient(self, z, T):
-        """dL/dz straight from the logits, without evaluating the loss (all a training
-        step needs); leaves the layer as ``forward`` + ``backward`` would."""
-        self.y, self.T = self.output(z), T
-        return (self.y - T) / T.shape[0]
+        return (self.output(z) - T) / T.shape[0]
 
 
 class SoftmaxCrossEntropy(_LogitLoss):
     """mean over the batch of -sum_k T[n, k] * log softmax(z[n])_k.
 
     Exact log-softmax (shift by the row maximum), so logits of +-1e4 give a finite
-    loss; there is no ``+ 1e-7`` fudge. Gradient: (softmax(z) - T) / N.
+    loss; there is no ``+ 1e-7`` fudge. Gradient: (softmax(z) - T) / N. Targets:
+    integer labels (N,) in [0, C) or rows (N, C) of a probability distribution
+    (one-hot, or soft labels: entries >= 0 summing to 1).
     """
 
     name = "softmax_cross_entropy"
@@ -55,8 +75,7 @@ class SoftmaxCrossEntropy(_LogitLoss):
     def output(self, z):
         """Probabilities softmax(z), (N, C)."""
         xp = self.xp
-        s = z - xp.max(z, axis=-1, keepdims=True)
-        e = xp.exp(s)
+        e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
         return e / xp.sum(e, axis=-1, keepdims=True)
 
     def value(self, z, T, row_max=None):
@@ -82,56 +101,118 @@ class SoftmaxCrossEntropy(_LogitLoss):
             target = xp.reshape(stack @ xp.reshape(T, (n * c,)), z.shape[:-2])
         return (lse @ ones_n - target) / n
 
+    def accuracy(self, z, T):
+        xp = self.xp
+        hit = xp.argmax(z, axis=-1) == xp.argmax(T, axis=-1)
+        return xp.mean(xp.astype(hit, z.dtype))
+
+    def encode_targets(self, t, n_out: int, dtype):
+        xp = self.xp
+        if t.ndim == 1:
+            if not xp.isdtype(t.dtype, "integral"):
+                raise TypeError(
+                    f"class labels must be integers, got dtype {t.dtype}; pass int labels "
+                    f"or one-hot rows of width {n_out}"
+                )
+            labels = xp.astype(t, xp.int64)
+            lo, hi = int(xp.min(labels)), int(xp.max(labels))
+            if lo < 0 or hi >= n_out:
+                raise ValueError(
+                    f"labels must lie in [0, {n_out - 1}] for {n_out} outputs, "
+                    f"got values in [{lo}, {hi}]"
+                )
+            classes = xp.arange(n_out, device=device_of(t))
+            return xp.astype(labels[:, None] == classes[None, :], dtype)
+        if t.shape[1] != n_out:
+            raise ValueError(
+                f"one-hot labels have width {t.shape[1]} but the network has {n_out} outputs"
+            )
+        T = xp.astype(t, dtype)
+        check_floating(xp, T, "t")
+        # one-hot or soft labels: a probability distribution per row
+        sums = xp.sum(T, axis=1)
+        tol = 1e-3 if dtype == xp.float32 else 1e-6
+        bad = xp.logical_or(xp.any(T < 0, axis=1), xp.abs(sums - 1.0) > tol)
+        if bool(xp.any(bad)):
+            row = int(xp.argmax(xp.astype(bad, xp.int32)))
+            raise ValueError(
+                f"2-D targets must be one-hot (or probability) rows: entries >= 0 summing "
+                f"to 1, but row {row} sums to {float(sums[row]):g}"
+                + (" and has negative entries" if bool(xp.any(T[row, :] < 0)) else "")
+                + "; pass integer labels (N,) or one-hot rows"
+            )
+        return T
+
 
 class BinaryCrossEntropy(_LogitLoss):
     """Logistic loss of one sigmoid output unit, computed from its logit:
     mean of max(z, 0) - z * t + log1p(exp(-|z|)). Gradient: (sigmoid(z) - t) / N.
+    Targets: 0/1 labels (N,) or (N, 1), integer or floating.
     """
 
     name = "binary_cross_entropy"
     min_outputs = 1
     max_outputs = 1
 
+    def __init__(self, xp, zero=0.0):
+        super().__init__(xp)
+        self.zero = zero
+
     def output(self, z):
         """Probability of class 1, sigmoid(z), (N, 1)."""
         xp = self.xp
         e = xp.exp(-xp.abs(z))
-        return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return xp.where(z >= self.zero, 1.0 / (1.0 + e), e / (1.0 + e))
 
-    def value(self, z, T):
+    def value(self, z, T, row_max=None):
         xp = self.xp
-        per = xp.maximum(z, xp.zeros_like(z)) - z * T + xp.log1p(xp.exp(-xp.abs(z)))
+        per = xp.maximum(z, self.zero) - z * T + xp.log1p(xp.exp(-xp.abs(z)))
         return xp.sum(per, axis=(-2, -1)) / z.shape[-2]
 
+    def accuracy(self, z, T):
+        xp = self.xp
+        hit = xp.astype(z[..., 0] > self.zero, z.dtype) == T[..., 0]
+        return xp.mean(xp.astype(hit, z.dtype))
 
-class MeanSquaredError:
-    """mean over all elements of (z - T)^2, as torch.nn.MSELoss. Gradient: 2 (z - T) / (N * C)."""
+    def encode_targets(self, t, n_out: int, dtype):
+        xp = self.xp
+        if t.ndim == 2 and t.shape[1] != 1:
+            raise ValueError(f"binary labels must have shape (N,) or (N, 1), got {tuple(t.shape)}")
+        T = xp.reshape(xp.astype(t, dtype), (t.shape[0], 1))
+        if not bool(xp.all((T == 0) | (T == 1))):
+            raise ValueError("binary_cross_entropy labels must be 0 or 1")
+        return T
+
+
+class MeanSquaredError(Loss):
+    """mean over all elements of (z - T)^2, as torch.nn.MSELoss. Gradient: 2 (z - T) / (N * C).
+    Targets: floating (N, C), or (N,) when C == 1."""
 
     name = "mse"
-    min_outputs = 1
-
-    def __init__(self, xp):
-        self.xp = xp
-        self.diff = None
 
     def output(self, z):
         return z
 
-    def value(self, z, T):
+    def value(self, z, T, row_max=None):
         d = z - T
         return self.xp.sum(d * d, axis=(-2, -1)) / (T.shape[0] * T.shape[1])
 
-    def forward(self, z, T):
-        self.diff = z - T
-        return self.xp.sum(self.diff * self.diff) / (T.shape[0] * T.shape[1])
-
-    def backward(self):
-        return 2.0 * self.diff / (self.diff.shape[0] * self.diff.shape[1])
-
     def gradient(self, z, T):
-        """dL/dz without evaluating the loss."""
-        self.diff = z - T
-        return 2.0 * self.diff / (T.shape[0] * T.shape[1])
+        return 2.0 * (z - T) / (T.shape[0] * T.shape[1])
+
+    def encode_targets(self, t, n_out: int, dtype):
+        xp = self.xp
+        if t.ndim == 1:
+            if n_out != 1:
+                raise ValueError(f"mse targets must have shape (N, {n_out}), got {tuple(t.shape)}")
+            t = xp.reshape(t, (t.shape[0], 1))
+        if t.shape[1] != n_out:
+            raise ValueError(
+                f"mse targets have width {t.shape[1]} but the network has {n_out} outputs"
+            )
+        T = xp.astype(t, dtype)
+        check_floating(xp, T, "t")
+        return T
 
 
 #: loss name -> loss class
@@ -142,10 +223,16 @@ LOSSES = {
 }
 
 
-def make_loss(name: str, xp):
+def check_loss(name) -> str:
+    """The registry key for ``name``, or an error listing the choices."""
     if not isinstance(name, str) or name.lower() not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
-    return LOSSES[name.lower()](xp)
+    return name.lower()
+
+
+def make_loss(name: str, xp, zero=0.0):
+    cls = LOSSES[check_loss(name)]
+    return cls(xp, zero) if cls is BinaryCrossEntropy else cls(xp)
 
 
 def _plain(cls, z, t):
@@ -154,8 +241,11 @@ def _plain(cls, z, t):
     if z.ndim != 2 or z.shape[0] == 0 or not xp.isdtype(z.dtype, "real floating"):
         raise ValueError(f"z must be a non-empty floating (N, C) array, got shape "
                          f"{tuple(z.shape)} and dtype {z.dtype}")
-    T = prepare_targets(xp, device_of(z), z.dtype, cls.name, z.shape[1], t, z.shape[0])
-    return cls(xp).value(z, T)
+    check_floating(xp, z, "z")
+    loss = cls(xp)
+    loss.check_outputs(z.shape[1])
+    T = prepare_targets(xp, device_of(z), z.dtype, loss, z.shape[1], t, z.shape[0])
+    return loss.value(z, T)
 
 
 def softmax_cross_entropy(z, t):

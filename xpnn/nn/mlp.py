@@ -16,10 +16,12 @@ from ..backend import (
     get_namespace,
     resolve_device,
     resolve_dtype,
+    to_numpy,
 )
+from . import functional as F
 from . import numerical as _numerical
-from .layers import Affine, make_activation
-from .losses import LOSSES, make_loss
+from .layers import Affine, check_activation, make_activation
+from .losses import LOSSES, check_loss, make_loss
 
 
 def _check_sizes(sizes) -> list[int]:
@@ -41,18 +43,29 @@ def _check_sizes(sizes) -> list[int]:
 
 def _check_activations(activation, n_hidden: int) -> list[str]:
     if isinstance(activation, str):
-        names = [activation] * n_hidden
-        make_activation(activation, None)  # validates the name even with no hidden layer
-    else:
+        return [check_activation(activation)] * n_hidden  # checked even with no hidden layer
+    try:
         names = list(activation)
-        if len(names) != n_hidden:
-            raise ValueError(
-                f"got {len(names)} activations for {n_hidden} hidden layers; give one name "
-                f"or one per hidden layer"
-            )
-    for name in names:
-        make_activation(name, None)
-    return [n.lower() for n in names]
+    except TypeError:
+        raise TypeError(
+            f"activation must be a name or a list of names (one per hidden layer), "
+            f"got {activation!r}"
+        ) from None
+    if len(names) != n_hidden:
+        raise ValueError(
+            f"got {len(names)} activations for {n_hidden} hidden layers; give one name "
+            f"or one per hidden layer"
+        )
+    return [check_activation(n) for n in names]
+
+
+def _host_rng(seed):
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"seed must be None or a non-negative integer, got {seed!r}"
+        ) from None
 
 
 def _init_std(weight_init, n_in: int) -> float:
@@ -81,7 +94,8 @@ class MLP:
     weight_init   std of the Gaussian initial weights (the book's weight_init_std),
                   'xavier' (std sqrt(1/n_in)) or 'he' (std sqrt(2/n_in)); biases start at 0
     weight_decay  adds 0.5 * weight_decay * sum ||W||^2 (weights only) to the loss
-    backend       'numpy', 'torch', 'cupy', 'array_api_strict', a module or None ($XPNN_BACKEND)
+    backend       'numpy', 'torch', 'cupy', 'array_api_strict', 'jax', a module or None
+                  ($XPNN_BACKEND)
     device        backend device ('cpu', 'cuda', 'cuda:1', ...), None for the default
     dtype         'float32' (default) or 'float64'
     seed          seed of the host generator that draws the initial weights, so every
@@ -89,7 +103,9 @@ class MLP:
 
     ``params`` is a dict ``W1, b1, W2, b2, ...`` of backend arrays; replacing an entry
     (``net.params["W1"] = W - lr * g``) is how parameters are updated: nothing is
-    mutated in place.
+    mutated in place. The maths lives in pure functions (``xpnn.nn.functional``) of
+    ``net.arch`` (static: layers, loss, weight decay) and a params dict; the methods
+    here check their inputs and call them with ``net.params``.
     """
 
     def __init__(
@@ -103,50 +119,92 @@ class MLP:
         device=None,
         dtype="float32",
         seed=None,
+        *,
+        params=None,
     ):
         self.sizes = _check_sizes(sizes)
         self.activations = _check_activations(activation, len(self.sizes) - 2)
-        if not isinstance(loss, str) or loss.lower() not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose from {', '.join(sorted(LOSSES))}")
-        self.loss_name = loss.lower()
-        loss_cls = LOSSES[self.loss_name]
-        n_out = self.sizes[-1]
-        if n_out < loss_cls.min_outputs or n_out > getattr(loss_cls, "max_outputs", n_out):
-            need = (
-                "exactly 1 output"
-                if getattr(loss_cls, "max_outputs", None) == 1
-                else f"at least {loss_cls.min_outputs} outputs"
-            )
-            raise ValueError(f"loss {self.loss_name!r} needs {need}, but sizes ends in {n_out}")
+        self.loss_name = check_loss(loss)
+        LOSSES[self.loss_name].check_outputs(self.sizes[-1])
         if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
             raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
         if not (weight_decay >= 0 and math.isfinite(weight_decay)):
             raise ValueError(f"weight_decay must be >= 0 and finite, got {weight_decay!r}")
         self.weight_decay = float(weight_decay)
+        stds = [_init_std(weight_init, n_in) for n_in in self.sizes[:-1]]
         self.weight_init = weight_init
 
         self.xp = get_namespace(backend)
         self.backend = backend_name(self.xp)
         self.dtype = resolve_dtype(self.xp, dtype)
         self.dtype_name = dtype_name(self.xp, self.dtype)
-
-        rng = np.random.default_rng(seed)
-        host = {}
-        for i in range(1, len(self.sizes)):
-            n_in, n_out_ = self.sizes[i - 1], self.sizes[i]
-            std = _init_std(weight_init, n_in)
-            host[f"W{i}"] = std * rng.standard_normal((n_in, n_out_))
-            host[f"b{i}"] = np.zeros(n_out_)
         dev = resolve_device(self.xp, device)
-        self.params = {
-            k: self._to_device(v.astype(self.dtype_name), dev) for k, v in host.items()
-        }
+
+        if params is None:
+            host = self._initial_params(stds, seed)
+        else:
+            host = self._checked_params(params)
+        self.params = {k: self._to_device(v.astype(self.dtype_name), dev) for k, v in host.items()}
         self.device = device_of(self.params["W1"])
 
+        xp = self.xp
+        zero = self._to_device(np.zeros((), dtype=self.dtype_name), dev)
+        self.loss_fn = make_loss(self.loss_name, xp, zero)
+        self.arch = F.Architecture(
+            affine=Affine(xp),
+            activations=tuple(make_activation(a, xp, zero) for a in self.activations),
+            loss=self.loss_fn,
+            weight_decay=self.weight_decay,
+        )
         self.n_layers = len(self.sizes) - 1
-        self.affines = [Affine(self.xp) for _ in range(self.n_layers)]
-        self.hidden = [make_activation(a, self.xp) for a in self.activations]
-        self.last_layer = make_loss(self.loss_name, self.xp)
+        self._numerical_budget = None  # bytes per numerical-gradient chunk, found once
+
+    def _shapes(self) -> dict:
+        shapes = {}
+        for i in range(1, len(self.sizes)):
+            shapes[f"W{i}"] = (self.sizes[i - 1], self.sizes[i])
+            shapes[f"b{i}"] = (self.sizes[i],)
+        return shapes
+
+    def _initial_params(self, stds, seed) -> dict:
+        rng = _host_rng(seed)
+        host = {}
+        for i, std in enumerate(stds, start=1):
+            host[f"W{i}"] = std * rng.standard_normal((self.sizes[i - 1], self.sizes[i]))
+            host[f"b{i}"] = np.zeros(self.sizes[i])
+            limit = float(np.finfo(self.dtype_name).max)
+            if not np.all(np.abs(host[f"W{i}"]) <= limit):
+                raise ValueError(
+                    f"weight_init std {std:g} gives weights beyond the {self.dtype_name} "
+                    f"range (inf) in W{i}; use a smaller weight_init, 'xavier' or 'he'"
+                )
+        return host
+
+    def _checked_params(self, params) -> dict:
+        """Host copies of given parameters, checked against the architecture."""
+        if not isinstance(params, dict):
+            raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
+        shapes = self._shapes()
+        missing = [k for k in shapes if k not in params]
+        extra = [k for k in params if k not in shapes]
+        if missing or extra:
+            raise ValueError(
+                f"params do not match sizes {self.sizes}: "
+                + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
+                            + ([f"unexpected {', '.join(map(str, extra))}"] if extra else []))
+            )
+        host = {}
+        for k, shape in shapes.items():
+            a = to_numpy(params[k])
+            if a.shape != shape:
+                raise ValueError(f"parameter {k} has shape {a.shape}, but sizes {self.sizes} "
+                                 f"need {shape}")
+            if a.dtype.kind != "f":
+                raise ValueError(f"parameter {k} has dtype {a.dtype}, not floating")
+            if not np.all(np.isfinite(a.astype(self.dtype_name))):
+                raise ValueError(f"parameter {k} contains NaN or inf (in {self.dtype_name})")
+            host[k] = a
+        return host
 
     def _to_device(self, host: np.ndarray, dev):
         if dev is None:
@@ -160,19 +218,63 @@ class MLP:
             f"device={self.device!s}, dtype={self.dtype_name!r})"
         )
 
+    # -- configuration -----------------------------------------------------------------
+
+    def to_config(self) -> dict:
+        """The architecture as plain JSON types (no parameters)."""
+        init = self.weight_init
+        return {
+            "sizes": list(self.sizes),
+            "activations": list(self.activations),
+            "loss": self.loss_name,
+            "dtype": self.dtype_name,
+            "weight_decay": self.weight_decay,
+            "weight_init": init if isinstance(init, (str, int, float)) else None,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, params=None, backend=None, device=None, dtype=None,
+                    seed=None):
+        """Build a net from ``to_config()``'s dict. With ``params`` (a dict of host or
+        backend arrays) those are checked against the architecture first and used as
+        they are, with no random initialisation; otherwise weights are drawn from
+        ``seed``. ``dtype`` overrides the config's."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        missing = [k for k in ("sizes", "activations", "loss") if k not in config]
+        if missing:
+            raise ValueError(f"config lacks {', '.join(missing)}")
+        return cls(
+            config["sizes"],
+            activation=list(config["activations"]) if not isinstance(
+                config["activations"], str) else config["activations"],
+            loss=config["loss"],
+            weight_init=config.get("weight_init") or 0.01,
+            weight_decay=config.get("weight_decay", 0.0),
+            backend=backend,
+            device=device,
+            dtype=dtype or config.get("dtype", "float32"),
+            seed=seed,
+            params=params,
+        )
+
     @property
     def n_params(self) -> int:
         return sum(math.prod(p.shape) for p in self.params.values())
 
     @property
+    def hidden(self) -> tuple:
+        """The hidden layers' activation blocks."""
+        return self.arch.activations
+
+    @property
     def layers(self) -> list:
-        """The blocks in order: Affine, activation, Affine, ..., Affine."""
+        """The blocks in order: Affine, activation, Affine, ..., Affine (the Affine block
+        is stateless and shared)."""
         out = []
-        for i, aff in enumerate(self.affines):
-            out.append(aff)
-            if i < len(self.hidden):
-                out.append(self.hidden[i])
-        return out
+        for act in self.arch.activations:
+            out += [self.arch.affine, act]
+        return out + [self.arch.affine]
 
     # -- checked public interface (the book's) ---------------------------------------
 
@@ -183,12 +285,12 @@ class MLP:
     def prepare_targets(self, t, n_rows: int | None = None):
         """Validate targets and return the (N, n_out) array the loss consumes."""
         return prepare_targets(
-            self.xp, self.device, self.dtype, self.loss_name, self.sizes[-1], t, n_rows
+            self.xp, self.device, self.dtype, self.loss_fn, self.sizes[-1], t, n_rows
         )
 
     def predict(self, x):
         """Output probabilities (softmax or sigmoid), raw values for mse: (N, n_out)."""
-        return self.last_layer.output(self.forward(self.check_x(x)))
+        return F.predict(self.arch, self.params, self.check_x(x))
 
     def loss(self, x, t):
         """Batch-mean loss plus weight decay, as a 0-d backend array (float() it to read)."""
@@ -222,63 +324,25 @@ class MLP:
 
     def forward(self, x, params=None):
         """Logits (the last affine output) for a validated x: (N, n_out)."""
-        params = self.params if params is None else params
-        h = x
-        for i, aff in enumerate(self.affines):
-            aff.W, aff.b = params[f"W{i + 1}"], params[f"b{i + 1}"]
-            h = aff.forward(h)
-            if i < len(self.hidden):
-                h = self.hidden[i].forward(h)
-        return h
+        return F.forward(self.arch, self.params if params is None else params, x)[0]
 
     def regularization(self, params=None):
-        params = self.params if params is None else params
-        if self.weight_decay == 0:
-            return 0.0
-        xp = self.xp
-        total = 0.0
-        for i in range(1, self.n_layers + 1):
-            W = params[f"W{i}"]
-            total = total + xp.sum(W * W)
-        return 0.5 * self.weight_decay * total
+        return F.regularization(self.arch, self.params if params is None else params)
 
     def loss_prepared(self, x, T, params=None):
-        z = self.forward(x, params)
-        return self.last_layer.forward(z, T) + self.regularization(params)
+        return F.loss(self.arch, self.params if params is None else params, x, T)
 
-    def accuracy_prepared(self, x, T):
-        xp = self.xp
-        z = self.forward(x)
-        if self.loss_name == "softmax_cross_entropy":
-            hit = xp.argmax(z, axis=1) == xp.argmax(T, axis=1)
-        elif self.loss_name == "binary_cross_entropy":
-            hit = xp.astype(z[:, 0] > 0, self.dtype) == T[:, 0]
-        else:
-            raise ValueError("accuracy is not defined for the regression loss 'mse'")
-        return xp.mean(xp.astype(hit, self.dtype))
+    def accuracy_prepared(self, x, T, params=None):
+        return F.accuracy(self.arch, self.params if params is None else params, x, T)
 
-    def gradient_prepared(self, x, T) -> dict:
-        # the loss value is not needed for the gradient: skip evaluating it
-        dout = self.last_layer.gradient(self.forward(x), T)
-        for i in range(self.n_layers - 1, -1, -1):
-            dout = self.affines[i].backward(dout, input_grad=i > 0)
-            if i > 0:
-                dout = self.hidden[i - 1].backward(dout)
-        grads = {}
-        for i, aff in enumerate(self.affines, start=1):
-            dW = aff.dW
-            if self.weight_decay:
-                dW = dW + self.weight_decay * aff.W
-            grads[f"W{i}"], grads[f"b{i}"] = dW, aff.db
-        return grads
+    def gradient_prepared(self, x, T, params=None) -> dict:
+        return F.gradient(self.arch, self.params if params is None else params, x, T)
 
     def default_h(self) -> float:
         return 1e-5 if self.dtype == self.xp.float64 else 5e-3
 
     def numerical_gradient_prepared(self, x, T, h=None, method="batched", memory_budget=None):
-        h = self.default_h() if h is None else float(h)
-        if not (h > 0 and math.isfinite(h)):
-            raise ValueError(f"h must be positive and finite, got {h!r}")
+        h = _numerical.check_h(self, h)
         if method == "batched":
             return _numerical.mlp_numerical_gradient(self, x, T, h, memory_budget)
         if method == "loop":
@@ -292,8 +356,8 @@ class MLP:
         raise ValueError(f"method must be 'batched' or 'loop', not {method!r}")
 
     def save(self, path) -> str:
-        """Write architecture and parameters to one .npz file (``xpnn.checkpoint.save``);
-        reload with ``xpnn.checkpoint.load(path, backend=..., device=...)``."""
+        """Write architecture and parameters to one .npz file (``xpnn.io.checkpoint.save``);
+        reload with ``xpnn.load(path, backend=..., device=...)``."""
         from ..io.checkpoint import save
 
         return save(self, path)

@@ -18,21 +18,66 @@ every parameter of an MLP, but evaluates many perturbed losses at once. Perturbi
 A bias ``b_l[j]`` is the same with ``x_{l-1}[:, i]`` replaced by ones. The
 weight-decay term's central difference is exactly ``weight_decay * W``, so it is
 added in closed form. Chunks of perturbations are sized by a memory budget.
+
+The work is a deterministic list of chunks (``plan``); each chunk's central
+differences come from ``chunk_gradient`` and ``assemble`` puts them together, so
+the chunks can be farmed out to other processes or machines (``xpnn.dist``) with
+the same result, to rounding.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
+from typing import NamedTuple
 
 import array_api_compat
 
 from ..backend import device_of
+from . import functional as F
+
+__all__ = [
+    "Cache",
+    "Chunk",
+    "StepTooSmallWarning",
+    "assemble",
+    "check_h",
+    "chunk_gradient",
+    "forward_cache",
+    "mlp_numerical_gradient",
+    "numerical_gradient",
+    "perturbed_losses",
+    "plan",
+]
 
 #: default bytes of scratch memory for one chunk of perturbations. Small on the CPU on
 #: purpose: chunks whose (P, N, d) temporaries outgrow ~1 MB make glibc hand memory back
 #: and fault it in again on every chunk (measured, NumPy float32, one core:
 #: 784-150-150-150-10 takes 22 s per gradient at 2 MiB against 36 s at the former 16 MiB).
 DEFAULT_MEMORY_BUDGET = {"numpy": 2 * 2**20, "torch": 4 * 2**20, "array_api_strict": 2 * 2**20}
+
+
+
+class StepTooSmallWarning(UserWarning):
+    """h is below sqrt(eps): the central difference is mostly rounding noise."""
+
+
+class Chunk(NamedTuple):
+    """Elements ``start:stop`` of the flattened parameter ``key``."""
+
+    key: str
+    start: int
+    stop: int
+
+
+class Cache(NamedTuple):
+    """The unperturbed forward pass: each affine layer's input and pre-activation, and
+    the row maxima of the logits (N,)."""
+
+    inputs: tuple
+    pre: tuple
+    row_max: object
 
 
 def numerical_gradient(f, x, h=1e-4):
@@ -56,15 +101,38 @@ def numerical_gradient(f, x, h=1e-4):
     return xp.reshape(xp.stack(out), x.shape)
 
 
-def _budget(net, memory_budget):
+def check_h(net, h) -> float:
+    """The finite-difference step: ``net.default_h()`` for None, else a positive finite
+    number; a step below sqrt(eps) warns (the result is then mostly rounding noise)."""
+    if h is None:
+        return net.default_h()
+    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not (h > 0 and math.isfinite(h)):
+        raise ValueError(f"h must be a positive finite number, got {h!r}")
+    eps = float(net.xp.finfo(net.dtype).eps)
+    if h < math.sqrt(eps):
+        warnings.warn(
+            f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
+            f"central difference is dominated by rounding error; use h near eps**(1/3) "
+            f"(the default, {net.default_h():g})",
+            StepTooSmallWarning,
+            stacklevel=3,
+        )
+    return float(h)
+
+
+def _budget(net, memory_budget) -> int:
     if memory_budget is not None:
-        if memory_budget <= 0:
+        if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Real):
+            raise TypeError(f"memory_budget must be a number of bytes, got {memory_budget!r}")
+        if not (memory_budget > 0 and math.isfinite(memory_budget)):
             raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
         return int(memory_budget)
-    name = net.backend
-    if name in DEFAULT_MEMORY_BUDGET and not _on_gpu(net):
-        return DEFAULT_MEMORY_BUDGET[name]
-    return _gpu_budget(net)
+    if net._numerical_budget is None:  # found once per net: a GPU query is not free
+        if net.backend in DEFAULT_MEMORY_BUDGET and not _on_gpu(net):
+            net._numerical_budget = DEFAULT_MEMORY_BUDGET[net.backend]
+        else:
+            net._numerical_budget = _gpu_budget(net)
+    return net._numerical_budget
 
 
 def _on_gpu(net) -> bool:
@@ -90,31 +158,11 @@ def _gpu_budget(net) -> int:
     return int(min(free // 4, 4 * 2**30))
 
 
-class _Cache:
-    """The unperturbed forward pass: layer inputs and pre-activations."""
-
-    def __init__(self, net, x):
-        self.inputs, self.pre = [], []
-        h = x
-        for i in range(net.n_layers):
-            W, b = net.params[f"W{i + 1}"], net.params[f"b{i + 1}"]
-            self.inputs.append(h)
-            a = h @ W + b
-            self.pre.append(a)
-            h = net.hidden[i].function(a) if i < len(net.hidden) else a
-        self.row_max = net.xp.max(self.pre[-1], axis=1)  # (N,) unperturbed logit maxima
-
-
-def _tail_losses(net, a, layer: int, T):
-    """Losses of a stack of pre-activations ``a`` (P, N, d) of ``layer``, forwarded
-    through the layers above it: (P,)."""
-    xp = net.xp
-    P, N = a.shape[0], a.shape[1]
-    for i in range(layer, net.n_layers - 1):
-        z = net.hidden[i].function(a)
-        W, b = net.params[f"W{i + 2}"], net.params[f"b{i + 2}"]
-        a = xp.reshape(xp.reshape(z, (P * N, z.shape[2])) @ W + b, (P, N, W.shape[1]))
-    return net.last_layer.value(a, T)
+def forward_cache(net, x) -> Cache:
+    """The shared unperturbed pass of ``x``, from the network's own forward."""
+    logits, cache = F.forward(net.arch, net.params, x)
+    return Cache(tuple(c[0] for c in cache), tuple(c[1] for c in cache),
+                 net.xp.max(logits, axis=1))
 
 
 def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
@@ -125,7 +173,7 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
     shared unperturbed forward in ``cache``.
     """
     xp = net.xp
-    cache = _Cache(net, x) if cache is None else cache
+    cache = forward_cache(net, x) if cache is None else cache
     layer = int(key[1:]) - 1
     width = net.sizes[layer + 1]
     a = cache.pre[layer]  # (N, width)
@@ -142,8 +190,8 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
             cols[:, None] == xp.arange(width, device=device_of(a))[None, :], a.dtype
         )
         logits = a[None, :, :] + shift[:, :, None] * onehot[:, None, :]
-        return _loss_of_logits(net, logits, T, cache.row_max[None, :] + xp.abs(shift))
-    act = net.hidden[layer]
+        return net.loss_fn.value(logits, T, row_max=cache.row_max[None, :] + xp.abs(shift))
+    act = net.arch.activations[layer]
     col = xp.take(a, cols, axis=1).T  # (P, N) unperturbed column of a_l
     dz = act.function(col + shift) - act.function(col)  # change of that column of z_l
     W_next = net.params[f"W{layer + 2}"]
@@ -151,16 +199,9 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
     a_next = cache.pre[layer + 1][None, :, :] + dz[:, :, None] * w_rows[:, None, :]
     if layer + 1 == net.n_layers - 1:  # a_next are the logits: bound their row maximum
         bound = xp.max(xp.abs(w_rows), axis=1)  # (P,)
-        return _loss_of_logits(net, a_next, T, cache.row_max[None, :] + xp.abs(dz) * bound[:, None])
-    return _tail_losses(net, a_next, layer + 1, T)
-
-
-def _loss_of_logits(net, logits, T, row_max):
-    """Stacked losses; ``row_max`` (P, N) bounds each perturbed row's maximum from
-    above by the perturbation's size, a valid log-sum-exp shift (softmax only)."""
-    if net.loss_name == "softmax_cross_entropy":
-        return net.last_layer.value(logits, T, row_max=row_max)
-    return net.last_layer.value(logits, T)
+        row_max = cache.row_max[None, :] + xp.abs(dz) * bound[:, None]
+        return net.loss_fn.value(a_next, T, row_max=row_max)
+    return net.loss_fn.value(F.logits_from(net.arch, net.params, a_next, layer + 1), T)
 
 
 def _chunk_size(net, layer: int, n_rows: int, budget: int) -> int:
@@ -177,33 +218,50 @@ def _chunk_size(net, layer: int, n_rows: int, budget: int) -> int:
     return max(1, budget // (2 * per_perturbation))
 
 
-def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None) -> dict:
-    """Central-difference gradient of every MLP parameter, batched (see module doc)."""
-    xp = net.xp
+
+def plan(net, n_rows: int, memory_budget=None) -> list[Chunk]:
+    """The chunks of one numerical gradient over a batch of ``n_rows``, in order: every
+    parameter element once, each chunk sized to the memory budget. Deterministic."""
     budget = _budget(net, memory_budget)
-    cache = _Cache(net, x)
+    chunks = []
+    for key, value in net.params.items():
+        n = math.prod(value.shape)
+        step = _chunk_size(net, int(key[1:]) - 1, n_rows, budget)
+        chunks += [Chunk(key, start, min(n, start + step)) for start in range(0, n, step)]
+    return chunks
+
+
+def chunk_gradient(net, x, T, chunk: Chunk, h: float, cache: Cache | None = None):
+    """Central differences of the data loss (no weight decay) for the elements of one
+    chunk: (stop - start,)."""
+    xp = net.xp
     dev = device_of(x)
+    n = chunk.stop - chunk.start
+    idx = xp.arange(chunk.start, chunk.stop, device=dev)
+    deltas = xp.concat([xp.full((n,), h, dtype=net.dtype, device=dev),
+                        xp.full((n,), -h, dtype=net.dtype, device=dev)])
+    losses = perturbed_losses(net, x, T, chunk.key, xp.concat([idx, idx]), deltas, cache)
+    return (losses[:n] - losses[n:]) / (2 * h)
+
+
+def assemble(net, parts: dict) -> dict:
+    """The gradient dict from ``parts`` = {key: [chunk results in plan order]}, with the
+    weight-decay term's exact central difference, weight_decay * W, added."""
+    xp = net.xp
     grads = {}
     for key, value in net.params.items():
-        layer = int(key[1:]) - 1
-        n = math.prod(value.shape)
-        step = _chunk_size(net, layer, x.shape[0], budget)
-        parts = []
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            idx = xp.arange(start, stop, device=dev)
-            both = xp.concat([idx, idx])
-            deltas = xp.concat(
-                [xp.full((stop - start,), h, dtype=net.dtype, device=dev),
-                 xp.full((stop - start,), -h, dtype=net.dtype, device=dev)]
-            )
-            losses = perturbed_losses(net, x, T, key, both, deltas, cache)
-            parts.append((losses[: stop - start] - losses[stop - start :]) / (2 * h))
-        g = xp.reshape(xp.concat(parts) if len(parts) > 1 else parts[0], value.shape)
+        pieces = parts[key]
+        g = xp.reshape(xp.concat(pieces) if len(pieces) > 1 else pieces[0], value.shape)
         if key[0] == "W" and net.weight_decay:
             g = g + net.weight_decay * value  # exact central difference of 0.5*wd*W^2
         grads[key] = g
     return grads
 
 
-__all__ = ["numerical_gradient", "mlp_numerical_gradient", "perturbed_losses"]
+def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None) -> dict:
+    """Central-difference gradient of every MLP parameter, batched (see module doc)."""
+    cache = forward_cache(net, x)
+    parts = {key: [] for key in net.params}
+    for chunk in plan(net, x.shape[0], memory_budget):
+        parts[chunk.key].append(chunk_gradient(net, x, T, chunk, h, cache))
+    return assemble(net, parts)
