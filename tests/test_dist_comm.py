@@ -20,7 +20,6 @@ import xpnn
 from xpnn.dist import (
     SingleProcessComm,
     WorkerMismatchError,
-    _seams,
     numerical_gradient,
     partition,
     shard,
@@ -29,6 +28,7 @@ from xpnn.dist import (
 from xpnn.dist.cli import add_dist_flags, dist_setup
 from xpnn.dist.comm import pack, unpack
 from xpnn.dist.executor import _payload, chunk_task
+from xpnn.nn.numerical import plan
 
 
 def _max_rel(a: dict, b: dict) -> float:
@@ -137,7 +137,7 @@ def test_single_process_comm_is_the_identity():
 @pytest.mark.parametrize("n_parts", [1, 2, 3, 7])
 def test_partition_is_contiguous_balanced_and_deterministic(sizes, n_parts):
     net = xpnn.MLP(sizes, dtype="float64", seed=0)
-    chunks = _seams.plan(net, 100, memory_budget=2**16)
+    chunks = plan(net, 100, memory_budget=2**16)
     parts = partition(net, chunks, n_parts)
     assert len(parts) == n_parts
     assert [c for p in parts for c in p] == chunks  # in order, every chunk once
@@ -186,7 +186,7 @@ def test_numerical_gradient_argument_errors():
 def test_worker_refuses_another_xpnn_version_or_dtype():
     net, x, t = problem(("numpy", None), [3, 4, 2])
     x, T = _prepared(net, x, t)
-    chunks = _seams.plan(net, x.shape[0])
+    chunks = plan(net, x.shape[0])
     payload = _payload(net, x, T, 1e-5)
     assert len(chunk_task(payload, chunks)) == len(chunks)
     old = dict(payload, token="v", xpnn="0.0.1")

@@ -59,9 +59,8 @@ class Comm:
         """Raise ValueError on every rank unless all ranks hold the same xpnn version,
         architecture, dtype and bitwise-identical parameters (call before training)."""
         from .. import __version__
-        from . import _seams
 
-        mine = {"xpnn": __version__, "config": _seams.to_config(net),
+        mine = {"xpnn": __version__, "config": net.to_config(),
                 "params": _params_digest(net)}
         root = self.bcast(mine)
         diff = [k for k in mine if mine[k] != root[k]]

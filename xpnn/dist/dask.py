@@ -21,6 +21,7 @@ import contextlib
 import numpy as np
 
 from ..backend import to_numpy
+from ..nn import functional as F
 from .executor import model_payload, worker_net
 
 __all__ = ["accuracy", "dask_executor", "evaluate", "predict"]
@@ -78,7 +79,7 @@ def _to_net(net, block):
 
 def _predict_block(block, payload):
     net = worker_net(payload)
-    return to_numpy(net.last_layer.output(net.forward(_to_net(net, block))))
+    return to_numpy(F.predict(net.arch, net.params, _to_net(net, block)))
 
 
 def predict(net, x):
@@ -91,17 +92,18 @@ def predict(net, x):
 
 
 def _totals_block(block, t_block, payload):
-    """(1, 2): the block's summed data loss and number of correct predictions."""
+    """(1, 2): the block's loss (with weight decay) and correct predictions, each
+    summed over its rows."""
     net = worker_net(payload)
     xb = _to_net(net, block)
     t_host = np.asarray(t_block)
     t_arg = t_host[:, 0] if t_host.shape[1] == 1 and net.sizes[-1] > 1 else t_host
     T = net.prepare_targets(net.xp.asarray(t_arg, device=net.device), xb.shape[0])
-    logits = net.forward(xb)
+    logits, _ = F.forward(net.arch, net.params, xb)
     n = xb.shape[0]
-    loss_sum = float(net.last_layer.value(logits, T)) * n
-    hits = float(net.accuracy_prepared(xb, T)) * n if net.loss_name != "mse" else 0.0
-    return np.array([[loss_sum, hits]], dtype=np.float64)
+    loss = float(net.loss_fn.value(logits, T) + F.regularization(net.arch, net.params))
+    hits = float(net.loss_fn.accuracy(logits, T)) if net.loss_fn.has_accuracy else 0.0
+    return np.array([[loss * n, hits * n]], dtype=np.float64)
 
 
 def evaluate(net, x, t, compute: bool = True):
@@ -123,12 +125,11 @@ def evaluate(net, x, t, compute: bool = True):
         return totals
     loss_sum, hits = to_numpy(totals.sum(axis=0).compute())
     n = x.shape[0]
-    loss = loss_sum / n + float(net.regularization())
-    return loss, (None if net.loss_name == "mse" else hits / n)
+    return loss_sum / n, (hits / n if net.loss_fn.has_accuracy else None)
 
 
 def accuracy(net, x, t) -> float:
     """Fraction of correct predictions over dask.arrays ``x`` (N, d) and ``t``."""
-    if net.loss_name == "mse":
+    if not net.loss_fn.has_accuracy:
         raise ValueError("accuracy is not defined for the regression loss 'mse'")
     return evaluate(net, x, t)[1]

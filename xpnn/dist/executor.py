@@ -19,14 +19,14 @@ result equals ``net.numerical_gradient`` up to rounding (bitwise, on the same BL
 from __future__ import annotations
 
 import concurrent.futures
-import math
 import os
 import uuid
 
 import numpy as np
 
 from ..backend import to_numpy
-from . import _seams
+from ..nn import numerical as _numerical
+from ..nn.mlp import MLP
 from .comm import Comm
 
 __all__ = ["numerical_gradient", "partition", "WorkerMismatchError"]
@@ -78,7 +78,7 @@ def model_payload(net) -> dict:
         "xpnn": __version__,
         "backend": net.backend,
         "dtype": net.dtype_name,
-        "config": _seams.to_config(net),
+        "config": net.to_config(),
         "params": {k: to_numpy(v) for k, v in net.params.items()},
     }
 
@@ -121,7 +121,7 @@ def worker_net(payload: dict):
 
     def build():
         _check_worker(payload)
-        net = _seams.from_config(payload["config"], params=payload["params"],
+        net = MLP.from_config(payload["config"], params=payload["params"],
                                  backend=payload["backend"], dtype=payload["dtype"])
         if net.dtype_name != payload["dtype"]:
             raise WorkerMismatchError(
@@ -140,13 +140,13 @@ def _worker_state(payload: dict):
         net = worker_net(payload)
         x = net.xp.asarray(payload["x"], device=net.device)
         T = net.xp.asarray(payload["T"], device=net.device)
-        return net, x, T, _seams.forward_cache(net, x)
+        return net, x, T, _numerical.forward_cache(net, x)
 
     return _cached("gradient", payload, build)
 
 
 def _compute_chunks(net, x, T, chunks, h: float, cache) -> list[np.ndarray]:
-    return [to_numpy(_seams.chunk_gradient(net, x, T, c, h, cache)) for c in chunks]
+    return [to_numpy(_numerical.chunk_gradient(net, x, T, c, h, cache)) for c in chunks]
 
 
 def chunk_task(payload: dict, chunks) -> list[np.ndarray]:
@@ -181,7 +181,7 @@ def _assemble(net, chunks, values) -> dict:
                 f"({chunk.stop - chunk.start},)"
             )
         parts[chunk.key].append(xp.asarray(v.astype(net.dtype_name, copy=False), device=dev))
-    return _seams.assemble(net, parts)
+    return _numerical.assemble(net, parts)
 
 
 def _share(executor, payload):
@@ -215,7 +215,7 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
 def _by_comm(net, x, T, h, comm: Comm, chunks) -> dict:
     groups = partition(net, chunks, comm.size)
     mine = groups[comm.rank]
-    local = _compute_chunks(net, x, T, mine, h, _seams.forward_cache(net, x))
+    local = _compute_chunks(net, x, T, mine, h, _numerical.forward_cache(net, x))
     flat = np.concatenate(local) if local else np.empty(0, dtype=net.dtype_name)
     everything = comm.allgatherv(flat.astype(net.dtype_name, copy=False))
     values, start = [], 0
@@ -239,13 +239,8 @@ def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tas
 
     Returns a dict like ``net.params`` of backend arrays.
     """
-    h = net.default_h() if h is None else h
-    if isinstance(h, bool) or not isinstance(h, (int, float)) or not (
-        h > 0 and math.isfinite(h)
-    ):
-        raise ValueError(f"h must be a positive finite number, got {h!r}")
-    h = float(h)
-    chunks = _seams.plan(net, int(x.shape[0]), memory_budget)
+    h = _numerical.check_h(net, h)
+    chunks = _numerical.plan(net, int(x.shape[0]), memory_budget)
     if executor is None:
         return _by_comm(net, x, T, h, _single(), chunks)
     if isinstance(executor, Comm):
