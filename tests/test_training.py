@@ -15,6 +15,7 @@ import xpnn
 from xpnn.optim import SGD, Adam, StepLR
 from xpnn.training import FIELDS, History, TrainingDivergedError, train
 from xpnn.training import runner as training
+from xpnn.training.callbacks import DivergenceGuard
 
 
 def blobs(n=60, d=4, k=3, seed=0):
@@ -320,26 +321,26 @@ def test_poisoned_update_is_named_exactly_on_cpu():
     assert _same_params(_host(net.params), _host(ref.params))
 
 
-def test_device_side_check_reports_the_first_bad_iteration(backend, to_backend, monkeypatch):
+def test_device_side_check_reports_the_first_bad_iteration(backend, to_backend):
     """The accelerator path (flag kept on the device, read at evaluations), forced here."""
-    monkeypatch.setattr(training, "_checks_every_iteration", lambda net: False)
     tr = _data(to_backend)
     net, ref = _net(backend), _net(backend)
     with pytest.raises(TrainingDivergedError, match="iteration 7") as info:
         train(net, tr, optimizer=PoisonAt(7), batch_size=10, iters=30, eval_every=5,
-              seed=1, **QUIET)
+              seed=1, callbacks=[DivergenceGuard(every_step=False)], **QUIET)
     assert info.value.iteration == 7
     assert info.value.history.iteration == [0, 5]
     assert "restored to those after iteration 5" in str(info.value)
     assert info.value.history.meta["restored_iteration"] == 5
     train(ref, tr, optimizer=SGD(0.1), batch_size=10, iters=5, seed=1, **QUIET)
     assert _same_params(_host(net.params), _host(ref.params))
+    assert not info.value.history.meta["exact_divergence_check"]
     # and without a problem the forced path trains exactly like the exact one
-    monkeypatch.undo()
     a, b = _net(backend), _net(backend)
-    h1 = train(a, tr, batch_size=10, iters=9, eval_every=4, seed=2, **QUIET)
-    monkeypatch.setattr(training, "_checks_every_iteration", lambda net: False)
-    h2 = train(b, tr, batch_size=10, iters=9, eval_every=4, seed=2, **QUIET)
+    h1 = train(a, tr, batch_size=10, iters=9, eval_every=4, seed=2,
+               callbacks=[DivergenceGuard(every_step=True)], **QUIET)
+    h2 = train(b, tr, batch_size=10, iters=9, eval_every=4, seed=2,
+               callbacks=[DivergenceGuard(every_step=False)], **QUIET)
     assert _curves(h1) == _curves(h2) and _same_params(_host(a.params), _host(b.params))
 
 
@@ -466,3 +467,207 @@ def test_read_only_numpy_data_and_params():
     assert len(h) == 3
     for a, c in zip(arrays, copies, strict=True):
         np.testing.assert_array_equal(a, c)
+
+
+# -- reliability (issue 9) -------------------------------------------------------------
+
+
+class InterruptAt(SGD):
+    """SGD whose n-th update is interrupted after rebinding its first parameter."""
+
+    def __init__(self, n, lr=0.1, exc=KeyboardInterrupt):
+        super().__init__(lr)
+        self.n, self.count, self.exc = n, 0, exc
+
+    def update(self, params, grads):
+        self.count += 1
+        for i, key in enumerate(params):
+            if self.count == self.n and i == 1:
+                raise self.exc()
+            params[key] = params[key] - self.lr * grads[key]
+
+
+def test_interrupt_leaves_the_last_completed_step_and_the_history():
+    x, y = blobs()
+    net, ref = _net(("numpy", None)), _net(("numpy", None))
+    with pytest.raises(KeyboardInterrupt) as info:
+        train(net, (x, y), optimizer=InterruptAt(5), batch_size=10, iters=20, eval_every=2,
+              seed=1, **QUIET)
+    history = info.value.history
+    assert isinstance(history, History) and history.iteration == [0, 2, 4]
+    assert history.meta["interrupted_at"] == 4 and history.meta["iterations"] == 4
+    train(ref, (x, y), optimizer=SGD(0.1), batch_size=10, iters=4, seed=1, **QUIET)
+    assert _same_params(_host(net.params), _host(ref.params))  # not W1 of step 5
+
+
+def test_any_exception_after_the_start_carries_the_history():
+    x, y = blobs()
+
+    def fail_at_4(record, net):
+        if record["iteration"] == 4:
+            raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed") as info:
+        train(_net(("numpy", None)), (x, y), batch_size=10, iters=10, eval_every=2,
+              callbacks=[fail_at_4], **QUIET)
+    assert info.value.history.iteration == [0, 2, 4]
+    assert info.value.history.meta["interrupted_at"] == 4
+
+
+def test_divergence_restore_is_a_copy_not_a_reference():
+    """A callback that writes NaN into a parameter in place must not poison the
+    parameters kept for the restore."""
+    x, y = blobs()
+    net, ref = _net(("numpy", None)), _net(("numpy", None))
+
+    def poison_in_place(record, net):
+        if record["iteration"] == 4:
+            net.params["W1"][0, 0] = math.nan
+
+    for v in net.params.values():
+        v.flags.writeable = True
+    with pytest.raises(TrainingDivergedError, match="restored to those after iteration 4"):
+        train(net, (x, y), batch_size=10, iters=10, eval_every=2, seed=1,
+              callbacks=[poison_in_place], **QUIET)
+    train(ref, (x, y), batch_size=10, iters=4, seed=1, **QUIET)
+    assert _same_params(_host(net.params), _host(ref.params))
+
+
+def test_weight_decay_that_overflows_the_loss_is_named():
+    x, y = blobs()
+    net = _net(("numpy", None), dtype="float32", weight_decay=1e38)
+    with pytest.raises(TrainingDivergedError, match="weight_decay=1e.38 is too large") as info:
+        train(net, (x.astype(np.float32), y), batch_size=10, iters=3, **QUIET)
+    assert info.value.iteration == 0
+
+
+def test_non_finite_outputs_at_evaluation_are_named():
+    x, y = blobs()
+    net = _net(("numpy", None), dtype="float32")
+    net.params["W2"] = np.full_like(net.params["W2"], 3e38)  # finite, outputs overflow
+    with pytest.raises(TrainingDivergedError, match="outputs are NaN or inf") as info:
+        train(net, (x.astype(np.float32), y), batch_size=10, iters=3, **QUIET)
+    assert info.value.iteration == 0
+
+
+def test_large_finite_parameters_are_not_divergence():
+    """Their sum overflows; the finite check must not."""
+    x, y = blobs()
+    x[:, 0] = 0.0  # the huge first row of W1 never reaches the outputs
+    net = _net(("numpy", None), dtype="float32")
+    W1 = np.array(net.params["W1"])
+    W1[0, :] = 3e38
+    net.params["W1"] = W1
+    h = train(net, (x.astype(np.float32), y), batch_size=10, iters=6, eval_every=3, **QUIET)
+    assert h.iteration == [0, 3, 6] and all(math.isfinite(v) for v in h.train_loss)
+    assert np.array_equal(np.asarray(net.params["W1"])[0], W1[0])
+
+
+class BookSGD:
+    """A user optimiser in the book's style: a plain lr attribute and update()."""
+
+    def __init__(self, lr):
+        self.lr = lr
+
+    def update(self, params, grads):
+        for key in params:
+            params[key] = params[key] - self.lr * grads[key]
+
+
+@pytest.mark.parametrize("lr", [-0.5, 0.0, math.nan, math.inf, "0.1"])
+def test_bad_lr_set_after_construction_is_refused(lr):
+    x, y = blobs()
+    opt = BookSGD(0.1)
+    opt.lr = lr
+    with pytest.raises(ValueError, match="optimizer.lr must be positive and finite"):
+        train(_net(("numpy", None)), (x, y), optimizer=opt, batch_size=10, iters=2, **QUIET)
+
+
+@pytest.mark.parametrize("seed, error", [("abc", TypeError), (1.5, TypeError),
+                                         (-1, ValueError), (True, TypeError)])
+def test_bad_seed_is_named(seed, error):
+    x, y = blobs()
+    with pytest.raises(error, match="seed must be None or a non-negative integer"):
+        train(_net(("numpy", None)), (x, y), batch_size=10, iters=2, seed=seed, **QUIET)
+
+
+# -- the distributed seam --------------------------------------------------------------
+
+
+class OneRankComm:
+    """A communicator of one rank that records what the trainer asks of it."""
+
+    def __init__(self, rank=0):
+        self.rank, self.size = rank, 1
+        self.weights, self.sums = [], []
+
+    def allreduce_mean(self, grads, weight):
+        self.weights.append(weight)
+        return dict(grads)
+
+    def allreduce_sum(self, values):
+        self.sums.append(list(values))
+        return list(values)
+
+
+def test_comm_seam_averages_gradients_and_sums_evaluations():
+    x, y = blobs(63)
+    comm = OneRankComm()
+    a, b = _net(("numpy", None)), _net(("numpy", None))
+    h1 = train(a, (x, y), batch_size=10, iters=7, eval_every=3, seed=4, **QUIET)
+    h2 = train(b, (x, y), batch_size=10, iters=7, eval_every=3, seed=4, comm=comm, **QUIET)
+    assert _curves(h1) == _curves(h2) and _same_params(_host(a.params), _host(b.params))
+    assert comm.weights == [10] * 7
+    assert len(comm.sums) == 4 and all(len(s) == 3 and s[2] == 63 for s in comm.sums)
+    assert h2.meta["ranks"] == 1
+
+
+def test_only_rank_0_talks():
+    x, y = blobs()
+    lines = []
+    train(_net(("numpy", None)), (x, y), batch_size=10, iters=3, comm=OneRankComm(rank=1),
+          log=lines.append)
+    assert lines == []
+
+
+# -- callbacks on their own ----------------------------------------------------------
+
+
+class FakeRun:
+    """The little of a Run that the schedule and early stopping use."""
+
+    def __init__(self):
+        self.xp = xpnn.get_namespace("numpy")
+        self.base_lr, self.lr, self.iteration, self.error = 0.5, 0.5, 0, None
+        self.state = {"params": {"W1": np.ones(2)}}
+        self.meta = {}
+        self.net = type("Net", (), {"params": {}})()
+
+    def set_lr(self, lr):
+        self.lr = lr
+
+
+def test_lr_schedule_callback_alone():
+    from xpnn.training.callbacks import LRSchedule
+
+    run, cb = FakeRun(), LRSchedule(StepLR(2, gamma=0.1))
+    seen = []
+    cb.on_train_begin(run)
+    for it in range(5):
+        run.iteration = it
+        cb.before_step(run)
+        seen.append(run.lr)
+    assert seen == pytest.approx([0.5, 0.5, 0.05, 0.05, 0.005])
+
+
+def test_early_stopping_callback_alone_keeps_a_copy():
+    from xpnn.training.callbacks import EarlyStopping
+
+    run, cb = FakeRun(), EarlyStopping(patience=2)
+    assert not cb.on_evaluation(run, {"iteration": 0, "test_loss": 1.0})
+    run.state["params"]["W1"][:] = 7.0  # written in place after the best evaluation
+    assert not cb.on_evaluation(run, {"iteration": 1, "test_loss": 2.0})
+    assert cb.on_evaluation(run, {"iteration": 2, "test_loss": 1.5})
+    assert run.meta["stopped_early"] and run.meta["best_iteration"] == 0
+    cb.on_train_end(run)
+    np.testing.assert_array_equal(run.net.params["W1"], np.ones(2))

@@ -243,3 +243,122 @@ def asarray(x, backend=None, device=None, dtype=None):
     if dev is None:
         return xp.asarray(host)
     return xp.asarray(host, device=dev)
+
+
+# -- compile hooks ------------------------------------------------------------------------
+# Owned by the training step (xpnn.training.step); the rest of this file is backend policy.
+
+
+def compile_step(fn, xp, device=None):
+    """Compile a pure step ``fn(state, *batch) -> state`` for ``xp``'s backend.
+
+    Returns ``(compiled, donates)``; ``donates`` says that the state passed in is used
+    up (its arrays must not be read afterwards):
+
+    * NumPy, array-api-strict (and anything unknown): ``fn`` itself.
+    * JAX: ``jax.jit(fn, donate_argnums=0)`` (the new state reuses the old one's memory).
+    * PyTorch on the CPU: ``torch.compile(fn)`` (one graph; lr and counters are 0-d
+      tensors in the state, so nothing retraces).
+    * CUDA (PyTorch or CuPy): ``fn`` captured once as a CUDA graph over preallocated
+      state and batch buffers (``_CudaGraphStep``).
+    """
+    name = backend_name(xp)
+    if name == "jax":
+        import jax
+
+        return jax.jit(fn, donate_argnums=0), True
+    if name == "cupy" or (name == "torch" and getattr(device, "type", None) == "cuda"):
+        return _CudaGraphStep(fn, name), True
+    if name == "torch":
+        import torch
+
+        return torch.compile(fn, dynamic=False), False
+    return fn, False
+
+
+def _leaves(tree) -> list:
+    """The arrays of a nest of dicts, in sorted-key order."""
+    if isinstance(tree, dict):
+        return [leaf for key in sorted(tree) for leaf in _leaves(tree[key])]
+    return [tree]
+
+
+def _map_leaves(fn, tree):
+    if isinstance(tree, dict):
+        return {key: _map_leaves(fn, value) for key, value in tree.items()}
+    return fn(tree)
+
+
+class _CudaGraphStep:
+    """``fn(state, *batch) -> state`` replayed as one CUDA graph (PyTorch or CuPy).
+
+    The first call copies the state and batch into buffers of their own, runs ``fn``
+    twice to warm up, then captures ``fn`` followed by copying its result into the
+    state buffers in place. Every call copies its arguments into the buffers (skipped
+    for arrays that are the buffers, as the returned state is), replays the graph and
+    returns the state buffers. Untested on hardware in this repository's CI.
+    """
+
+    def __init__(self, fn, lib: str):
+        self.fn, self.torch = fn, lib == "torch"
+        self.graph = self.state = self.batch = self.stream = None
+
+    def _copy(self, dst, src):
+        if dst is src:
+            return
+        if self.torch:
+            dst.copy_(src)
+        else:
+            dst[...] = src
+
+    def _run_and_store(self):
+        out = self.fn(self.state, *self.batch)
+        for dst, src in zip(_leaves(self.state), _leaves(out), strict=True):
+            self._copy(dst, src)
+
+    def _capture(self, state, batch):
+        if self.torch:
+            import torch
+
+            self.state = _map_leaves(torch.clone, state)
+            self.batch = [torch.clone(b) for b in batch]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self.fn(self.state, *self.batch)
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._run_and_store()
+        else:
+            import cupy
+
+            self.state = _map_leaves(cupy.copy, state)
+            self.batch = [cupy.copy(b) for b in batch]
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.stream.wait_event(cupy.cuda.get_current_stream().record())
+            with self.stream:
+                for _ in range(2):
+                    self.fn(self.state, *self.batch)
+                self.stream.begin_capture()
+                self._run_and_store()
+                self.graph = self.stream.end_capture()
+
+    def __call__(self, state, *batch):
+        if self.graph is None:
+            self._capture(state, batch)
+        for dst, src in zip(_leaves(self.state), _leaves(state), strict=True):
+            self._copy(dst, src)
+        for dst, src in zip(self.batch, batch, strict=True):
+            self._copy(dst, src)
+        if self.torch:
+            self.graph.replay()
+        else:
+            import cupy
+
+            current = cupy.cuda.get_current_stream()
+            self.stream.wait_event(current.record())
+            self.graph.launch(self.stream)
+            current.wait_event(self.stream.record())
+        return self.state

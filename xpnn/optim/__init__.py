@@ -1,4 +1,6 @@
-"""Optimisers (after the book's ``common/optimizer.py``) and learning-rate schedules."""
+"""Optimisers (after the book's ``common/optimizer.py``): pure ``init``/``update`` pairs
+(``sgd()``, ``adam()``, ...) and the book's objects around them (``SGD``, ``Adam``, ...);
+learning-rate schedules."""
 
 from .optimizers import (
     OPTIMIZERS,
@@ -12,8 +14,18 @@ from .optimizers import (
     make_optimizer,
 )
 from .schedules import CosineLR, StepLR
+from .transforms import (
+    GradientTransformation,
+    adagrad,
+    adam,
+    momentum,
+    nesterov,
+    rmsprop,
+    sgd,
+)
 
 __all__ = [
-    "OPTIMIZERS", "SGD", "AdaGrad", "Adam", "CosineLR", "Momentum", "Nesterov", "Optimizer",
-    "RMSprop", "StepLR", "make_optimizer",
+    "OPTIMIZERS", "SGD", "AdaGrad", "Adam", "CosineLR", "GradientTransformation", "Momentum",
+    "Nesterov", "Optimizer", "RMSprop", "StepLR", "adagrad", "adam", "make_optimizer",
+    "momentum", "nesterov", "rmsprop", "sgd",
 ]

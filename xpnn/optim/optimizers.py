@@ -1,25 +1,22 @@
-"""Optimisers and learning-rate schedules, after the book's ``common/optimizer.py``.
+"""The book's optimiser objects (``common/optimizer.py``), as thin wrappers around the
+pure pairs of ``xpnn.optim.transforms``.
 
 Every optimiser has ``update(params, grads)``: ``params`` and ``grads`` are dicts of
 same-shaped arrays (``W1, b1, ...``) of any array-API backend. The update *rebinds*
-``params[key]`` to a new array (``params[key] = params[key] - lr * g``) and never
-writes into an array, so read-only and immutable arrays work. Per-parameter state
-(velocities, squared-gradient averages) is created with ``xp.zeros_like`` the first
-time a key is seen and is rebound the same way.
+``params[key]`` to a new array and never writes into an array, so read-only and
+immutable arrays work. ``self.transform`` is the pure pair; ``self.state`` its state,
+built by the first ``update`` and cleared by ``reset()``. An optimiser whose state was
+built for another network (other keys or shapes) raises ValueError.
 
-``lr`` is a plain attribute: the trainer's schedule sets ``opt.lr = base_lr * factor``
-before each step.
-
-Schedules are callables ``schedule(iteration) -> factor`` (iteration counts from 0,
-the step about to be taken).
+``lr`` is a validated property: the trainer's schedule sets ``opt.lr = base_lr * factor``
+before each step, and a negative, NaN, infinite or non-number value raises at once. The
+other coefficients (momentum, decay_rate, beta1, beta2) are fixed at construction.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
-import array_api_compat
+from . import transforms
+from .transforms import GradientTransformation, _check_lr
 
 __all__ = [
     "OPTIMIZERS",
@@ -33,163 +30,108 @@ __all__ = [
     "make_optimizer",
 ]
 
-
-def _check_real(value, what: str):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{what} must be a number, got {value!r}")
-    return float(value)
-
-
-def _check_lr(lr) -> float:
-    lr = _check_real(lr, "lr")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be positive and finite, got {lr!r}")
-    return lr
-
-
-def _check_unit(value, what: str) -> float:
-    """A coefficient in [0, 1)."""
-    value = _check_real(value, what)
-    if not (0.0 <= value < 1.0):
-        raise ValueError(f"{what} must lie in [0, 1), got {value!r}")
-    return value
+def _coefficient(name: str) -> property:
+    return property(lambda self: self._coefficients[name],
+                    doc=f"{name}, fixed at construction")
 
 
 class Optimizer:
-    """Base class: validates ``lr``, checks that ``grads`` covers ``params``, keeps state."""
+    """Base class: holds ``lr``, the pure pair ``transform`` and its ``state``.
+
+    Subclasses set ``name`` and ``make_transform`` (a function of the coefficients, e.g.
+    ``transforms.momentum``) and pass their coefficients to ``__init__``.
+    """
 
     name = "optimizer"
 
-    def __init__(self, lr: float):
-        self.lr = _check_lr(lr)
+    def __init__(self, lr: float, **coefficients):
+        self.lr = lr
+        self.transform: GradientTransformation = type(self).make_transform(**coefficients)
+        # validated by make_transform, so float() is safe
+        self._coefficients = {k: float(v) for k, v in coefficients.items()}
+        self.state: dict | None = None
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next update (positive, finite)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:
+        self._lr = _check_lr(value)
 
     def hyperparams(self) -> dict:
         """Constructor arguments (current values), e.g. for a run's metadata."""
-        return {"lr": self.lr}
+        return {"lr": self.lr, **self._coefficients}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparams().items())
         return f"{type(self).__name__}({args})"
 
-    @staticmethod
-    def _check(params: dict, grads: dict):
+    def reset(self) -> None:
+        """Forget the state (velocities, averages, update count)."""
+        self.state = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        """One step: rebinds every ``params[key]``; the state advances only on success."""
         if not isinstance(params, dict) or not isinstance(grads, dict):
             raise TypeError(
                 f"update(params, grads) takes two dicts, got {type(params).__name__} "
                 f"and {type(grads).__name__}"
             )
-        missing = [k for k in params if k not in grads]
-        if missing:
-            raise ValueError(f"grads has no entry for {', '.join(missing)}")
-
-    @staticmethod
-    def _state(store: dict, key: str, like):
-        """The state array ``store[key]``, zeros like ``like`` on first use."""
-        if key not in store:
-            store[key] = array_api_compat.array_namespace(like).zeros_like(like)
-        return store[key]
-
-    def update(self, params: dict, grads: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+        state = self.state if self.state is not None else self.transform.init(params)
+        new_params, self.state = self.transform.update(grads, state, params, self.lr)
+        params.update(new_params)
 
 
 class SGD(Optimizer):
     """W <- W - lr * dW."""
 
     name = "sgd"
+    make_transform = staticmethod(transforms.sgd)
 
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        lr = self.lr
-        for key in params:
-            params[key] = params[key] - lr * grads[key]
 
 
 class Momentum(Optimizer):
     """v <- momentum * v - lr * dW;  W <- W + v."""
 
     name = "momentum"
+    make_transform = staticmethod(transforms.momentum)
+    momentum = _coefficient("momentum")
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.9):
-        super().__init__(lr)
-        self.momentum = _check_unit(momentum, "momentum")
-        self.v: dict = {}
-
-    def hyperparams(self) -> dict:
-        return {"lr": self.lr, "momentum": self.momentum}
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        lr, mu = self.lr, self.momentum
-        for key in params:
-            v = mu * self._state(self.v, key, params[key]) - lr * grads[key]
-            self.v[key] = v
-            params[key] = params[key] + v
+        super().__init__(lr, momentum=momentum)
 
 
 class Nesterov(Momentum):
-    """Nesterov momentum in the book's form:
-    v <- momentum * v - lr * dW;  W <- W + momentum^2 * v - (1 + momentum) * lr * dW."""
+    """Nesterov momentum (Bengio et al. 2012, arXiv 1212.0901, eq. 7), from the OLD v:
+    W <- W + momentum^2 * v - (1 + momentum) * lr * dW;  v <- momentum * v - lr * dW."""
 
     name = "nesterov"
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        lr, mu = self.lr, self.momentum
-        for key in params:
-            g = grads[key]
-            v = mu * self._state(self.v, key, params[key]) - lr * g
-            self.v[key] = v
-            params[key] = params[key] + mu * mu * v - (1 + mu) * lr * g
+    make_transform = staticmethod(transforms.nesterov)
 
 
 class AdaGrad(Optimizer):
     """h <- h + dW * dW;  W <- W - lr * dW / (sqrt(h) + 1e-7)."""
 
     name = "adagrad"
-    eps = 1e-7
+    make_transform = staticmethod(transforms.adagrad)
 
     def __init__(self, lr: float = 0.01):
         super().__init__(lr)
-        self.h: dict = {}
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        lr = self.lr
-        for key in params:
-            g = grads[key]
-            xp = array_api_compat.array_namespace(g)
-            h = self._state(self.h, key, params[key]) + g * g
-            self.h[key] = h
-            params[key] = params[key] - lr * g / (xp.sqrt(h) + self.eps)
 
 
 class RMSprop(Optimizer):
     """h <- decay_rate * h + (1 - decay_rate) * dW^2;  W <- W - lr * dW / (sqrt(h) + 1e-7)."""
 
     name = "rmsprop"
-    eps = 1e-7
+    make_transform = staticmethod(transforms.rmsprop)
+    decay_rate = _coefficient("decay_rate")
 
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
-        super().__init__(lr)
-        self.decay_rate = _check_unit(decay_rate, "decay_rate")
-        self.h: dict = {}
-
-    def hyperparams(self) -> dict:
-        return {"lr": self.lr, "decay_rate": self.decay_rate}
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        lr, rho = self.lr, self.decay_rate
-        for key in params:
-            g = grads[key]
-            xp = array_api_compat.array_namespace(g)
-            h = rho * self._state(self.h, key, params[key]) + (1 - rho) * (g * g)
-            self.h[key] = h
-            params[key] = params[key] - lr * g / (xp.sqrt(h) + self.eps)
+        super().__init__(lr, decay_rate=decay_rate)
 
 
 class Adam(Optimizer):
@@ -201,33 +143,12 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    eps = 1e-7
+    make_transform = staticmethod(transforms.adam)
+    beta1 = _coefficient("beta1")
+    beta2 = _coefficient("beta2")
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999):
-        super().__init__(lr)
-        self.beta1 = _check_unit(beta1, "beta1")
-        self.beta2 = _check_unit(beta2, "beta2")
-        self.iter = 0
-        self.m: dict = {}
-        self.v: dict = {}
-
-    def hyperparams(self) -> dict:
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2}
-
-    def update(self, params: dict, grads: dict) -> None:
-        self._check(params, grads)
-        self.iter += 1
-        b1, b2 = self.beta1, self.beta2
-        lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
-        for key in params:
-            g = grads[key]
-            xp = array_api_compat.array_namespace(g)
-            m = self._state(self.m, key, params[key])
-            v = self._state(self.v, key, params[key])
-            m = m + (1 - b1) * (g - m)
-            v = v + (1 - b2) * (g * g - v)
-            self.m[key], self.v[key] = m, v
-            params[key] = params[key] - lr_t * m / (xp.sqrt(v) + self.eps)
+        super().__init__(lr, beta1=beta1, beta2=beta2)
 
 
 #: optimiser name -> class

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from .optimizers import _check_real
+from .transforms import _check_real
 
 __all__ = ["CosineLR", "StepLR"]
 

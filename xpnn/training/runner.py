@@ -2,26 +2,39 @@
 
 ``train(net, (x, t), (x_test, t_test), optimizer=Adam(lr=1e-3), epochs=10)`` runs the
 book's loop (sample a batch, gradient, update, evaluate now and then) and returns a
-``History``.
+``History``. The loop itself is short: everything else is a ``Callback``
+(``xpnn.training.callbacks``: history, progress, early stopping, divergence, LR
+schedule), and the step is the pure ``xpnn.training.step.Step``, compiled per backend
+with ``compile=True``.
 
 How the loop stays on the device
   The data sets are validated once and stay where they are. Mini-batch indices come
   from per-epoch permutations drawn on the host (``np.random.default_rng(seed)``) and
   are uploaded in blocks of up to 1000 iterations as one int64 array; each batch is
-  gathered on the device with ``xp.take``. Nothing is read back to the host between
-  evaluations, so an accelerator never waits for Python.
+  gathered on the device with ``xp.take``. The step keeps its iteration count, learning
+  rate and first-bad-iteration flag on the device, so nothing is read back between
+  evaluations where a read would cost a device round trip.
 
 Divergence (NaN/inf)
-  A NaN/inf loss shows up as NaN/inf gradients and so as NaN/inf parameters, which are
-  checked after every update. Where reading a value is free (host-memory backends, see
-  ``_checks_every_iteration``) the check is exact: the error names the update that
-  went bad, and the parameters from just before it are put back (or, if their loss is
-  not finite either, those of the last evaluation). On accelerators the check is an
-  ``xp.where`` on the device that remembers the first bad iteration; it is read at the
-  next evaluation, and the parameters of the last good evaluation are put back. A
-  NaN/inf loss at an evaluation counts as divergence too (a loss can overflow while
-  the parameters are still finite). ``meta["restored_iteration"]`` says which
-  parameters the network was left with.
+  A NaN/inf loss shows up as NaN/inf gradients and so as NaN/inf parameters, which the
+  step flags. Where reading a value is free (arrays in host memory) the flag is read
+  after every step: the error names the update that went bad, and the parameters from
+  just before it are put back (or, if their loss is not finite either, those of the
+  last evaluation). Elsewhere it is read at the next evaluation, and the parameters of
+  the last good evaluation (a copy) are put back. A NaN/inf loss at an evaluation counts
+  as divergence too. ``meta["restored_iteration"]`` says which parameters the network
+  was left with.
+
+Interruption
+  Any exception that escapes after training started (``KeyboardInterrupt`` included)
+  leaves the network with the parameters of the last completed step and carries the
+  partial ``History`` as ``exc.history`` (``meta["interrupted_at"]``: that step).
+
+Several processes (``comm``)
+  An object with ``rank``, ``size``, ``allreduce_mean(grads, weight)`` and
+  ``allreduce_sum(list_of_floats)``: the step averages the ranks' gradients (weighted by
+  their rows), evaluations sum loss, hits and rows over the ranks, and only rank 0
+  shows progress and logs.
 
 Iterations are counted from 1: "iteration k" is the k-th update, and the history's
 record at iteration k is taken after it (iteration 0 is the untrained network).
@@ -36,9 +49,19 @@ import time
 import numpy as np
 
 from ..optim.optimizers import SGD, make_optimizer
+from .callbacks import (
+    Callback,
+    DivergenceGuard,
+    EarlyStopping,
+    FunctionCallback,
+    LRSchedule,
+    Progress,
+    Recorder,
+)
 from .history import FIELDS, History
+from .step import Step, all_finite, numerical_gradient_fn
 
-__all__ = ["FIELDS", "History", "TrainingDivergedError", "train"]
+__all__ = ["FIELDS", "History", "Run", "TrainingDivergedError", "train"]
 
 #: iterations of mini-batch indices uploaded at once (fewer for huge batches)
 _BLOCK_ITERS = 1000
@@ -62,28 +85,16 @@ class TrainingDivergedError(ValueError):
 # -- helpers ---------------------------------------------------------------------------
 
 
-def _checks_every_iteration(net) -> bool:
+def reads_are_free(net) -> bool:
     """True where reading a device value back costs nothing (arrays in host memory:
-    numpy, array_api_strict, torch on the CPU). There the divergence check runs exactly
-    after every update; elsewhere it stays on the device until the next evaluation."""
-    if net.backend in ("numpy", "array_api_strict"):
-        return True
-    if net.backend == "torch":
-        return str(net.device) == "cpu"
-    return False
-
-
-def _all_finite(xp, params: dict):
-    """0-d boolean device array: every parameter is free of NaN and inf.
-
-    One reduction per parameter: a sum is finite exactly when its terms are, except
-    when finite terms overflow it, and parameters near the dtype's maximum have
-    diverged anyway. (isfinite + all took two passes and a boolean temporary.)"""
-    total = None
-    for p in params.values():
-        s = xp.sum(p)
-        total = s if total is None else total + s
-    return xp.isfinite(total)
+    numpy, array_api_strict, torch on the CPU, ...)."""
+    try:
+        from ..backend import in_host_memory
+    except ImportError:  # until xpnn.backend has it
+        if net.backend in ("numpy", "array_api_strict"):
+            return True
+        return net.backend == "torch" and str(net.device) == "cpu"
+    return bool(in_host_memory(net.xp, net.device))
 
 
 def _positive_int(value, what: str) -> int:
@@ -153,82 +164,215 @@ class _BatchIndices:
         return np.concatenate(parts).astype(np.int64, copy=False)
 
 
-def _metrics(net, x, T, chunk: int):
-    """Loss and accuracy (None for 'mse') over the whole set, in chunks of ``chunk``
-    rows weighted by their size; reading them synchronises with the device."""
+def _check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be None or a non-negative integer, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be None or a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_lr(optimizer) -> float:
+    """The optimiser's current rate, re-checked (it may have been set after construction)."""
+    lr = optimizer.lr
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
+        lr > 0 and math.isfinite(lr)
+    ):
+        raise ValueError(f"optimizer.lr must be positive and finite, got {lr!r}")
+    return float(lr)
+
+
+def _metrics(net, x, T, chunk: int, comm=None):
+    """Loss and accuracy (None for 'mse') over the whole set (summed over the ranks of
+    ``comm``), in chunks of ``chunk`` rows; reading them synchronises with the device."""
     has_acc = net.loss_name != "mse"
     n = x.shape[0]
-    if n <= chunk:
-        loss = net.loss_prepared(x, T)
-        acc = net.accuracy_prepared(x, T) if has_acc else None
-    else:
-        loss = acc = 0.0
+    loss_sum = hits = 0.0
+    for s in range(0, n, chunk):
+        stop = min(n, s + chunk)
+        xc, Tc = (x, T) if stop - s == n else (x[s:stop, :], T[s:stop, :])
+        loss_sum = loss_sum + (stop - s) * net.loss_prepared(xc, Tc)
+        if has_acc:
+            hits = hits + (stop - s) * net.accuracy_prepared(xc, Tc)
+    totals = [float(loss_sum), float(hits), float(n)]
+    if comm is not None:
+        totals = [float(v) for v in comm.allreduce_sum(totals)]
+    return totals[0] / totals[2], (totals[1] / totals[2] if has_acc else None)
+
+
+def _loss_object(net):
+    return getattr(net, "loss_fn", None) or net.last_layer
+
+
+class Run:
+    """One training run: the step state, where the loop is, the data and the record.
+    Callbacks read and change it (see ``xpnn.training.callbacks``)."""
+
+    def __init__(self, net, step, train_set, test_set, batches, total, per_epoch,
+                 eval_every, eval_batch_size, optimizer, history, comm):
+        self.net, self.xp, self.step = net, net.xp, step
+        self.x, self.T = train_set
+        self.test_set, self.batches = test_set, batches
+        self.total, self.per_epoch, self.eval_every = total, per_epoch, eval_every
+        self.eval_batch_size, self.optimizer, self.comm = eval_batch_size, optimizer, comm
+        self.history, self.meta = history, history.meta
+        self.base_lr = self.lr = float(optimizer.lr)
+        self.state = step.init(lr=self.lr)
+        self.reads_are_free = reads_are_free(net)
+        self.iteration, self.train_time, self.error = 0, 0.0, None
+        self.previous_params = None
+        self.wall_start = self._mark = time.perf_counter()
+        self._block, self._block_start, self._block_stop = None, 0, 0
+        self._block_iters = 1 if batches is None else max(
+            1, min(_BLOCK_ITERS, _BLOCK_INDICES // batches.batch_size))
+
+    # -- used by the loop --------------------------------------------------------------
+
+    def batch(self):
+        """This iteration's (xb, Tb), gathered on the device."""
+        if self.batches is None:
+            return self.x, self.T
+        it, xp = self.iteration, self.xp
+        if it >= self._block_stop:
+            self._block_start, self._block_stop = it, min(self.total, it + self._block_iters)
+            host = self.batches.block(self._block_start, self._block_stop)
+            self._block = xp.asarray(host, device=self.net.device)
+        rows = self._block[it - self._block_start, :]
+        return xp.take(self.x, rows, axis=0), xp.take(self.T, rows, axis=0)
+
+    def advance(self):
+        xb, Tb = self.batch()
+        self.previous_params = None if self.step.donates else self.state["params"]
+        self.state = self.step(self.state, xb, Tb)
+        self.iteration += 1
+
+    def evaluate(self, callbacks) -> bool:
+        """Record an evaluation (all callbacks see it); True when training should stop."""
+        self.train_time += time.perf_counter() - self._mark
+        for cb in callbacks:
+            cb.before_evaluation(self)
+        self.sync_net()
+        train_loss, train_acc = _metrics(self.net, self.x, self.T, self.eval_batch_size,
+                                         self.comm)
+        test_loss = test_acc = None
+        if self.test_set is not None:
+            test_loss, test_acc = _metrics(self.net, *self.test_set, self.eval_batch_size,
+                                           self.comm)
+        record = {
+            "iteration": self.iteration, "epoch": self.iteration / self.per_epoch,
+            "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+            "test_acc": test_acc, "elapsed": self.train_time, "lr": self.lr,
+        }
+        stops = [bool(cb.on_evaluation(self, record)) for cb in callbacks]
+        self.state = {**self.state, "params": dict(self.net.params)}  # callbacks may rebind
+        for cb in callbacks:
+            cb.after_evaluation(self)
+        self._mark = time.perf_counter()
+        return any(stops)
+
+    def finish(self):
+        self.meta["iterations"] = self.iteration
+        self.meta["epochs"] = self.iteration / self.per_epoch
+        self.meta["train_time"] = self.train_time
+        self.meta["wall_time"] = time.perf_counter() - self.wall_start
+
+    # -- used by callbacks ---------------------------------------------------------------
+
+    def set_lr(self, lr: float):
+        """The rate of the next steps (a new 0-d array in the state: nothing retraces)."""
+        if lr != self.lr:
+            self.lr = lr
+            value = self.xp.asarray(lr, dtype=self.net.dtype, device=self.net.device)
+            self.state = {**self.state, "lr": value}  # never written into: see Step
+
+    def sync_net(self):
+        """net.params <- the state's parameters (the last completed step's)."""
+        self.net.params = dict(self.state["params"])
+
+    def all_finite(self, params: dict):
+        return all_finite(self.xp, params)
+
+    def data_loss(self, params: dict) -> float:
+        """Training-set loss of other parameters (the network is left as it was)."""
+        saved, self.net.params = self.net.params, dict(params)
+        try:
+            return _metrics(self.net, self.x, self.T, self.eval_batch_size, self.comm)[0]
+        finally:
+            self.net.params = saved
+
+    def explain_loss(self, which: str) -> str:
+        """Why a loss is not finite, when that can be told: outputs or weight decay."""
+        net, xp = self.net, self.xp
+        x, T = (self.x, self.T) if which == "train" else self.test_set
+        n, chunk, data = x.shape[0], self.eval_batch_size, 0.0
         for s in range(0, n, chunk):
-            stop = min(n, s + chunk)
-            xc, Tc = x[s:stop, :], T[s:stop, :]
-            w = xc.shape[0] / n
-            loss = loss + w * net.loss_prepared(xc, Tc)
-            if has_acc:
-                acc = acc + w * net.accuracy_prepared(xc, Tc)
-    return float(loss), (float(acc) if has_acc else None)
+            z = net.forward(x[s:s + chunk, :])
+            if not bool(all_finite(xp, {"z": z})):
+                return " (the network's outputs are NaN or inf)"
+            data += float(_loss_object(net).value(z, T[s:s + chunk, :])) * z.shape[0]
+        if net.weight_decay and math.isfinite(data):
+            return (f": the loss without the weight_decay term is {data / n:.4g}, so "
+                    f"weight_decay={net.weight_decay:g} is too large for these parameters")
+        return ""
 
-
-def _factor(schedule, iteration: int) -> float:
-    factor = schedule(iteration)
-    if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
-        factor >= 0 and math.isfinite(factor)
-    ):
-        raise ValueError(
-            f"lr_schedule({iteration}) gave {factor!r}; factors must be finite and >= 0"
+    def diverged(self, iteration: int, why: str, restore: dict, restored_iteration: int):
+        """Put finite parameters back and build the error (the caller raises it)."""
+        self.net.params = dict(restore)
+        self.meta["diverged_at"] = iteration
+        self.meta["restored_iteration"] = restored_iteration
+        self.finish()
+        self.meta["iterations"] = iteration
+        start = " (the starting ones)" if restored_iteration == 0 else ""
+        return TrainingDivergedError(
+            f"training diverged at iteration {iteration}: {why} (lr={self.lr:g}); "
+            f"the parameters were restored to those after iteration {restored_iteration}"
+            f"{start}. Try a smaller learning rate.",
+            iteration,
+            self.history,
         )
-    return float(factor)
 
 
-def _make_bar(total: int):
+def _loop(run: Run, callbacks) -> None:
+    """The training loop: evaluate, then step (and evaluate every eval_every) to the end."""
+    for cb in callbacks:
+        cb.on_train_begin(run)
+    stop = run.evaluate(callbacks)
+    while run.iteration < run.total and not stop:
+        for cb in callbacks:
+            cb.before_step(run)
+        run.advance()
+        for cb in callbacks:
+            cb.after_step(run)
+        if run.iteration % run.eval_every == 0 or run.iteration == run.total:
+            stop = run.evaluate(callbacks)
+    run.finish()
+
+
+def _run(run: Run, callbacks) -> History:
+    """``_loop`` with the guarantees on the way out: on any exception the network holds
+    the last completed step's parameters (or the restored ones after divergence) and
+    the exception carries the partial history; every callback's on_train_end runs."""
     try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="it", dynamic_ncols=True, leave=True)
-
-
-def _fmt(value, spec=".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _eval_line(record: dict, total: int) -> str:
-    line = (
-        f"iter {record['iteration']}/{total} (epoch {record['epoch']:.2f}): "
-        f"train loss {_fmt(record['train_loss'])}"
-    )
-    if record["train_acc"] is not None:
-        line += f" acc {_fmt(record['train_acc'])}"
-    if record["test_loss"] is not None:
-        line += f" | test loss {_fmt(record['test_loss'])}"
-        if record["test_acc"] is not None:
-            line += f" acc {_fmt(record['test_acc'])}"
-    return line
-
-
-def _summary(history: History) -> str:
-    last, meta = history.final, history.meta
-    text = f"trained {meta['iterations']} iterations in {meta['wall_time']:.1f} s: "
-    if last["train_acc"] is not None:
-        text += f"train acc {last['train_acc']:.4f}"
-        if last["test_acc"] is not None:
-            text += f", test acc {last['test_acc']:.4f}"
-    else:
-        text += f"train loss {last['train_loss']:.4g}"
-        if last["test_loss"] is not None:
-            text += f", test loss {last['test_loss']:.4g}"
-    if meta.get("stopped_early"):
-        text += (
-            f" (stopped early; best test loss {meta['best_test_loss']:.4g} at iteration "
-            f"{meta['best_iteration']} restored)"
-        )
-    elif meta.get("stopped_by_callback"):
-        text += " (stopped by a callback)"
-    return text
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            _loop(run, callbacks)
+        run.sync_net()
+    except BaseException as exc:
+        run.error = exc
+        if not isinstance(exc, TrainingDivergedError):
+            run.sync_net()
+            run.finish()
+            run.meta["interrupted_at"] = run.iteration
+        exc.history = run.history
+        raise
+    finally:
+        try:
+            for cb in callbacks:
+                cb.on_train_end(run)
+        finally:
+            run.optimizer.lr = run.base_lr
+    return run.history
 
 
 # -- the trainer -----------------------------------------------------------------------
@@ -252,6 +396,8 @@ def train(
     h=None,
     eval_batch_size=10000,
     log=print,
+    compile=False,
+    comm=None,
 ) -> History:
     """Train ``net`` in place by mini-batch gradient descent; return the ``History``.
 
@@ -267,30 +413,32 @@ def train(
                      ``h``, default ``net.default_h()``: 1e-5 float64, 5e-3 float32)
     eval_every       iterations between evaluations (default: one epoch); the untrained
                      network (iteration 0) and the last iteration are always evaluated
-    seed             seed of the host generator for the mini-batch permutations
+    seed             seed (None or an integer >= 0) of the host generator for the
+                     mini-batch permutations
     progress         tqdm bar (or, without tqdm, one line per evaluation) and a final
                      summary through ``log``; False prints nothing
-    callbacks        ``cb(record: dict, net)`` after every evaluation; returning True
-                     stops training
+    callbacks        functions ``cb(record: dict, net)`` called after every evaluation
+                     (returning True stops training), or ``Callback`` objects; a
+                     ``DivergenceGuard`` given here replaces the default one
     lr_schedule      ``schedule(iteration) -> factor`` (iteration from 0); each update
-                     uses ``optimizer.lr = base_lr * factor`` (lr is reset to base_lr
-                     when train returns)
+                     uses ``base_lr * factor`` (``optimizer.lr`` is base_lr again when
+                     train returns)
     early_stopping   patience: stop when the test loss has not improved for that many
                      evaluations (needs ``test``); the parameters of the best test loss
                      are restored whenever it is set, also at a normal end
     eval_batch_size  rows per chunk when evaluating the full sets
     log              where messages go (default print)
+    compile          compile the step for the backend (``xpnn.backend.compile_step``:
+                     jax.jit, torch.compile, CUDA graphs); needs backprop and an
+                     ``xpnn.optim`` optimiser
+    comm             None (one process) or a communicator (see the module docstring)
 
     Raises ``TrainingDivergedError`` (a ValueError, with ``.iteration`` and
     ``.history``) if the loss or parameters become NaN/inf; the parameters are then
-    restored to the last finite ones (see the module docstring).
+    restored to finite ones (see the module docstring).
     """
-    wall_start = time.perf_counter()
     if not (hasattr(net, "gradient_prepared") and hasattr(net, "params")):
         raise TypeError(f"net must be an xpnn.MLP, got {type(net).__name__}")
-    xp = net.xp
-
-    # -- validate everything once -----------------------------------------------------
     x, T = _prepare_set(net, train, "train")
     test_set = None if test is None else _prepare_set(net, test, "test")
     n = x.shape[0]
@@ -305,6 +453,7 @@ def train(
     total = _total_iterations(iters, epochs, per_epoch)
     eval_every = per_epoch if eval_every is None else _positive_int(eval_every, "eval_every")
     eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+    seed = _check_seed(seed)
 
     if optimizer is None:
         optimizer = SGD(lr=0.1)
@@ -314,251 +463,103 @@ def train(
         raise TypeError(
             f"optimizer must have update(params, grads) and an lr attribute, got {optimizer!r}"
         )
-    base_lr = float(optimizer.lr)
+    base_lr = _check_lr(optimizer)
 
     if gradient == "backprop":
         if h is not None:
             raise ValueError("h (the finite-difference step) applies only to gradient='numerical'")
-        grad_fn = net.gradient_prepared
+        grad_fn = None
     elif gradient == "numerical":
+        if compile:
+            raise ValueError("compile=True needs gradient='backprop'")
         h = net.default_h() if h is None else h
         if isinstance(h, bool) or not isinstance(h, numbers.Real) or not (
             h > 0 and math.isfinite(h)
         ):
             raise ValueError(f"h must be a positive finite number, got {h!r}")
         h = float(h)
-
-        def grad_fn(xb, Tb):
-            return net.numerical_gradient_prepared(xb, Tb, h)
+        grad_fn = numerical_gradient_fn(net, h)
     else:
         raise ValueError(f"gradient must be 'backprop' or 'numerical', not {gradient!r}")
 
-    if callable(callbacks):
-        callbacks = (callbacks,)
-    callbacks = tuple(callbacks)
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables cb(record, net), got {cb!r}")
-    if lr_schedule is not None and not callable(lr_schedule):
-        raise TypeError(f"lr_schedule must be a callable schedule(iteration) -> factor, "
-                        f"got {lr_schedule!r}")
+    user = _user_callbacks(callbacks)
+    schedule = None if lr_schedule is None else LRSchedule(lr_schedule)
+    stopping = None
     if early_stopping is not None:
-        early_stopping = _positive_int(early_stopping, "early_stopping")
+        stopping = EarlyStopping(_positive_int(early_stopping, "early_stopping"))
         if test_set is None:
             raise ValueError("early_stopping watches the test loss: pass test=(x, t)")
-    if not bool(_all_finite(xp, net.params)):
+    if not bool(all_finite(net.xp, net.params)):
         raise ValueError("the network's parameters contain NaN or inf before training")
+    step = Step(net, optimizer, compile=compile, comm=comm, gradient=grad_fn)
 
-    if not progress or log is None:
-        def say(*args, **kwargs):
-            pass
-    else:
-        say = log
-
-    exact = _checks_every_iteration(net)
-    history = History(
-        {
-            "backend": net.backend,
-            "device": str(net.device),
-            "dtype": net.dtype_name,
-            "sizes": list(net.sizes),
-            "activations": list(net.activations),
-            "loss": net.loss_name,
-            "weight_decay": net.weight_decay,
-            "n_params": net.n_params,
-            "optimizer": getattr(optimizer, "name", type(optimizer).__name__),
-            "lr": base_lr,
-            "optimizer_params": (
-                optimizer.hyperparams() if hasattr(optimizer, "hyperparams") else {"lr": base_lr}
-            ),
-            "lr_schedule": None if lr_schedule is None else repr(lr_schedule),
-            "batch_size": batch_size,
-            "gradient": gradient,
-            "h": h,
-            "seed": (seed if seed is None else int(seed) if isinstance(seed, numbers.Integral)
-                     else repr(seed)),
-            "n_train": n,
-            "n_test": None if test_set is None else test_set[0].shape[0],
-            "iters_per_epoch": per_epoch,
-            "iterations_planned": total,
-            "iterations": 0,
-            "eval_every": eval_every,
-            "eval_batch_size": eval_batch_size,
-            "early_stopping": early_stopping,
-            "stopped_early": False,
-            "stopped_by_callback": False,
-            "diverged_at": None,
-            "exact_divergence_check": exact,
-            "elapsed_includes_eval": False,
-            "train_time": 0.0,
-            "wall_time": 0.0,
-        }
-    )
-    meta = history.meta
+    talk = progress and log is not None and (comm is None or comm.rank == 0)
+    say = log if talk else (lambda *args, **kwargs: None)
+    history = History(_meta(net, optimizer, base_lr, lr_schedule, batch_size, gradient, h,
+                            seed, n, test_set, per_epoch, total, eval_every,
+                            eval_batch_size, early_stopping, compile, comm))
     if gradient == "numerical" and net.dtype_name == "float32":
         note = (
             f"note: numerical gradients in float32 use h={h:g} and are only ~1e-3 relative "
             f"accuracy (central differences in float32 with h=1e-4 have errors larger than "
             f"the W1 gradient itself); use dtype='float64' for numerical training"
         )
-        meta["note"] = note
+        history.meta["note"] = note
         say(note)
 
-    # -- state --------------------------------------------------------------------------
-    rng = np.random.default_rng(seed)
-    batches = None if batch_size is None else _BatchIndices(rng, n, batch_size)
-    block_iters = 1 if batch_size is None else max(
-        1, min(_BLOCK_ITERS, _BLOCK_INDICES // batch_size)
-    )
-    block, block_start, block_stop = None, 0, 0
-    dev = net.device
-    if not exact:  # on-device bookkeeping of the first bad iteration
-        first_bad = xp.asarray(-1, dtype=xp.int64, device=dev)
-        it_dev = xp.asarray(1, dtype=xp.int64, device=dev)
+    batches = None if batch_size is None else _BatchIndices(
+        np.random.default_rng(seed), n, batch_size)
+    run = Run(net, step, (x, T), test_set, batches, total, per_epoch, eval_every,
+              eval_batch_size, optimizer, history, comm)
+    guard = next((cb for cb in user if isinstance(cb, DivergenceGuard)), DivergenceGuard())
+    user = [cb for cb in user if cb is not guard]
+    chain = [guard, Recorder(), schedule, stopping, Progress(say) if talk else None, *user]
+    run.meta["exact_divergence_check"] = bool(
+        guard.every_step if guard.every_step is not None else run.reads_are_free)
+    return _run(run, [cb for cb in chain if cb is not None])
 
-    # "good": the parameters of the last evaluation (finite loss), taken at "good_it"
-    run = {"good": dict(net.params), "good_it": 0, "best": None, "best_loss": math.inf,
-           "waited": 0}
-    train_time = 0.0
-    it = 0
-    bar = _make_bar(total) if progress else None
 
-    def diverged(iteration: int, why: str, restore: dict, restored_iteration: int):
-        """Put finite parameters back and build the error (the caller raises it)."""
-        net.params.update(restore)
-        meta["diverged_at"] = iteration
-        meta["restored_iteration"] = restored_iteration
-        meta["iterations"] = iteration
-        meta["train_time"] = train_time
-        meta["wall_time"] = time.perf_counter() - wall_start
-        start = " (the starting ones)" if restored_iteration == 0 else ""
-        return TrainingDivergedError(
-            f"training diverged at iteration {iteration}: {why} (lr={optimizer.lr:g}); "
-            f"the parameters were restored to those after iteration {restored_iteration}"
-            f"{start}. Try a smaller learning rate.",
-            iteration,
-            history,
-        )
+def _user_callbacks(callbacks) -> list:
+    if callable(callbacks) or isinstance(callbacks, Callback):
+        callbacks = (callbacks,)
+    return [cb if isinstance(cb, Callback) else FunctionCallback(cb) for cb in callbacks]
 
-    def evaluate(iteration: int) -> bool:
-        """Record one evaluation; True when training should stop."""
-        train_loss, train_acc = _metrics(net, x, T, eval_batch_size)
-        test_loss = test_acc = None
-        if test_set is not None:
-            test_loss, test_acc = _metrics(net, *test_set, eval_batch_size)
-        if not (math.isfinite(train_loss) and (test_loss is None or math.isfinite(test_loss))):
-            where = "the training" if not math.isfinite(train_loss) else "the test"
-            raise diverged(
-                iteration,
-                f"{where} loss is {train_loss if where == 'the training' else test_loss}",
-                run["good"],
-                run["good_it"],
-            )
-        run["good"], run["good_it"] = dict(net.params), iteration
-        record = {
-            "iteration": iteration,
-            "epoch": iteration / per_epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "elapsed": train_time,
-            "lr": float(optimizer.lr),
-        }
-        history.append(record)
-        if bar is not None:
-            post = {"loss": f"{train_loss:.4f}"}
-            if train_acc is not None:
-                post["acc"] = f"{train_acc:.4f}"
-            if test_acc is not None:
-                post["test_acc"] = f"{test_acc:.4f}"
-            elif test_loss is not None:
-                post["test_loss"] = f"{test_loss:.4f}"
-            bar.set_postfix(post, refresh=False)
-        elif progress:
-            say(_eval_line(record, total))
 
-        stop = False
-        if early_stopping is not None:
-            if test_loss < run["best_loss"]:
-                run["best"], run["best_loss"], run["waited"] = dict(net.params), test_loss, 0
-                meta["best_iteration"], meta["best_test_loss"] = iteration, test_loss
-            else:
-                run["waited"] += 1
-                if run["waited"] >= early_stopping:
-                    meta["stopped_early"] = stop = True
-
-        pre_callbacks = dict(net.params)
-        for cb in callbacks:
-            if cb(dict(record), net):
-                meta["stopped_by_callback"] = stop = True
-        if any(net.params[k] is not v for k, v in pre_callbacks.items()):
-            if not bool(_all_finite(xp, net.params)):
-                raise diverged(iteration, "a callback left NaN or inf parameters",
-                               pre_callbacks, iteration)
-            run["good"] = dict(net.params)
-        return stop
-
-    # -- the loop -------------------------------------------------------------------------
-    try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            if lr_schedule is not None:
-                optimizer.lr = base_lr * _factor(lr_schedule, 0)
-            stop = evaluate(0)
-            mark = time.perf_counter()
-            while it < total and not stop:
-                # one step: gather a batch on the device, gradient, update. (The body
-                # has fixed shapes, so a later cuda_graph= option can capture it.)
-                if lr_schedule is not None:
-                    optimizer.lr = base_lr * _factor(lr_schedule, it)
-                if batches is None:
-                    xb, Tb = x, T
-                else:
-                    if it >= block_stop:
-                        block_start, block_stop = it, min(total, it + block_iters)
-                        block = xp.asarray(batches.block(block_start, block_stop), device=dev)
-                    rows = block[it - block_start, :]
-                    xb, Tb = xp.take(x, rows, axis=0), xp.take(T, rows, axis=0)
-                before = dict(net.params)  # references: arrays are never written into
-                optimizer.update(net.params, grad_fn(xb, Tb))
-                it += 1
-                if exact:
-                    if not bool(_all_finite(xp, net.params)):
-                        train_time += time.perf_counter() - mark
-                        # the parameters before this update are finite, but their loss
-                        # may not be (an overflowing loss with finite gradients): check
-                        # once, else fall back to the last evaluation's
-                        net.params.update(before)
-                        if math.isfinite(_metrics(net, x, T, eval_batch_size)[0]):
-                            raise diverged(it, "the parameters became NaN or inf", before,
-                                           it - 1)
-                        raise diverged(it, "the parameters became NaN or inf", run["good"],
-                                       run["good_it"])
-                else:
-                    bad = xp.logical_and(first_bad < 0, xp.logical_not(_all_finite(xp, net.params)))
-                    first_bad = xp.where(bad, it_dev, first_bad)
-                    it_dev = it_dev + 1
-                if bar is not None:
-                    bar.update(1)
-
-                if it % eval_every == 0 or it == total:
-                    bad_at = -1 if exact else int(first_bad)  # waits for the device
-                    train_time += time.perf_counter() - mark
-                    if bad_at >= 0:
-                        raise diverged(bad_at, "the parameters became NaN or inf", run["good"],
-                                       run["good_it"])
-                    stop = evaluate(it)
-                    mark = time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.close()
-        optimizer.lr = base_lr
-
-    if early_stopping is not None and run["best"] is not None:
-        net.params.update(run["best"])
-    meta["iterations"] = it
-    meta["epochs"] = it / per_epoch
-    meta["train_time"] = train_time
-    meta["wall_time"] = time.perf_counter() - wall_start
-    say(_summary(history))
-    return history
+def _meta(net, optimizer, base_lr, lr_schedule, batch_size, gradient, h, seed, n, test_set,
+          per_epoch, total, eval_every, eval_batch_size, early_stopping, compile, comm):
+    return {
+        "backend": net.backend,
+        "device": str(net.device),
+        "dtype": net.dtype_name,
+        "sizes": list(net.sizes),
+        "activations": list(net.activations),
+        "loss": net.loss_name,
+        "weight_decay": net.weight_decay,
+        "n_params": net.n_params,
+        "optimizer": getattr(optimizer, "name", type(optimizer).__name__),
+        "lr": base_lr,
+        "optimizer_params": (
+            optimizer.hyperparams() if hasattr(optimizer, "hyperparams") else {"lr": base_lr}
+        ),
+        "lr_schedule": None if lr_schedule is None else repr(lr_schedule),
+        "batch_size": batch_size,
+        "gradient": gradient,
+        "h": h,
+        "seed": seed,
+        "n_train": n,
+        "n_test": None if test_set is None else test_set[0].shape[0],
+        "iters_per_epoch": per_epoch,
+        "iterations_planned": total,
+        "iterations": 0,
+        "eval_every": eval_every,
+        "eval_batch_size": eval_batch_size,
+        "early_stopping": early_stopping,
+        "stopped_early": False,
+        "stopped_by_callback": False,
+        "diverged_at": None,
+        "compile": compile,
+        "ranks": 1 if comm is None else int(comm.size),
+        "elapsed_includes_eval": False,
+        "train_time": 0.0,
+        "wall_time": 0.0,
+    }

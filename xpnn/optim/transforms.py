@@ -1,0 +1,239 @@
+"""Optimisers as pure pairs of functions (issue 8), written once against the array API.
+
+``sgd()``, ``momentum()``, ``nesterov()``, ``adagrad()``, ``rmsprop()`` and ``adam()``
+return a ``GradientTransformation(init, update)``:
+
+- ``init(params) -> state``: ``state[key]`` is a dict of per-parameter state arrays
+  (zeros shaped like ``params[key]``; empty for SGD) for every key of ``params``, and
+  ``state["count"]`` is the number of updates taken, a 0-d int64 array on the params'
+  device.
+- ``update(grads, state, params, lr) -> (new_params, new_state)``: one step. ``lr`` is a
+  Python number or a 0-d array of the params' dtype. Nothing is mutated: the results are
+  new dicts of new arrays, so the function can be traced by ``jax.jit`` and
+  ``torch.compile``. There is no Python-side counter: Adam's bias correction is computed
+  from ``state["count"]`` on the device.
+
+The formulas are the book's (``common/optimizer.py``), except Nesterov, which follows the
+paper the book cites (Bengio et al. 2012, arXiv 1212.0901, eq. 7) and steps from the old
+velocity (the book's code applies the already-updated one).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import array_api_compat
+
+__all__ = [
+    "GradientTransformation",
+    "adagrad",
+    "adam",
+    "momentum",
+    "nesterov",
+    "rmsprop",
+    "sgd",
+]
+
+#: added to the root of the squared-gradient average, as in the book
+EPS = 1e-7
+#: the state entry holding the update count
+COUNT = "count"
+
+
+class GradientTransformation(NamedTuple):
+    """A pure optimiser: ``init(params) -> state``,
+    ``update(grads, state, params, lr) -> (new_params, new_state)``."""
+
+    init: Callable[[dict], dict]
+    update: Callable[[dict, dict, dict, Any], tuple[dict, dict]]
+
+
+def _check_real(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_lr(lr) -> float:
+    lr = _check_real(lr, "lr")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be positive and finite, got {lr!r}")
+    return lr
+
+
+def _check_unit(value, what: str) -> float:
+    """A coefficient in [0, 1)."""
+    value = _check_real(value, what)
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"{what} must lie in [0, 1), got {value!r}")
+    return value
+
+
+def _check_params(params, what: str = "params") -> None:
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"{what} must be a non-empty dict of arrays, got {params!r}")
+    if COUNT in params:
+        raise ValueError(f"{what} may not have a parameter called {COUNT!r}: the optimizer "
+                         "state keeps its update count under that name")
+
+
+def _check_step_lr(lr, params: dict):
+    """A Python number is checked by value; a 0-d array (possibly traced) by shape and
+    dtype only, since its value is not known while tracing."""
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        return _check_lr(lr)
+    if not array_api_compat.is_array_api_obj(lr) or lr.ndim != 0:
+        raise TypeError(f"lr must be a positive number or a 0-d array, got {lr!r}")
+    for key, p in params.items():
+        if lr.dtype != p.dtype:
+            raise TypeError(f"lr has dtype {lr.dtype} but params[{key!r}] has dtype {p.dtype}; "
+                            "pass a Python float or a 0-d array of the params' dtype")
+    return lr
+
+
+def _check_state(grads, state, params: dict, slots: tuple[str, ...]) -> None:
+    """Shapes and keys are static, so these checks also run under jit tracing."""
+    _check_params(params)
+    if not isinstance(grads, dict):
+        raise TypeError(f"grads must be a dict of arrays, got {type(grads).__name__}")
+    missing = [k for k in params if k not in grads]
+    if missing:
+        raise ValueError(f"grads has no entry for {', '.join(missing)}")
+    if not isinstance(state, dict) or COUNT not in state:
+        raise TypeError("state must be the dict made by this optimizer's init(params)")
+    state_keys = sorted(k for k in state if k != COUNT)
+    if state_keys != sorted(params):
+        raise ValueError(
+            f"the optimizer state was built for the parameters {', '.join(state_keys)} but "
+            f"params has {', '.join(sorted(params))}; reset() the optimizer (or call init) "
+            "for a different network"
+        )
+    for key, p in params.items():
+        g = grads[key]
+        if tuple(g.shape) != tuple(p.shape):
+            raise ValueError(f"grads[{key!r}] has shape {tuple(g.shape)} but params[{key!r}] "
+                             f"has shape {tuple(p.shape)}")
+        if set(state[key]) != set(slots):
+            raise ValueError(f"state[{key!r}] holds {sorted(state[key])}, expected "
+                             f"{sorted(slots)}: it was made by another optimizer")
+        for slot in slots:
+            s = state[key][slot]
+            if tuple(s.shape) != tuple(p.shape) or s.dtype != p.dtype:
+                raise ValueError(
+                    f"the optimizer state for {key!r} has shape {tuple(s.shape)} ({s.dtype}) "
+                    f"but params[{key!r}] has shape {tuple(p.shape)} ({p.dtype}); it was built "
+                    "for another network: reset() the optimizer (or call init)"
+                )
+
+
+# step(xp, g, p, slot_arrays, lr, count) -> (new_p, new_slot_arrays)
+Step = Callable[[Any, Any, Any, dict, Any, Any], tuple[Any, dict]]
+
+
+def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformation:
+    """The init/update pair around a per-parameter ``step``; ``slots`` names its state
+    arrays."""
+
+    def init(params: dict) -> dict:
+        _check_params(params)
+        xp = array_api_compat.array_namespace(*params.values())
+        device = array_api_compat.device(next(iter(params.values())))
+        state: dict = {key: {slot: xp.zeros_like(p) for slot in slots}
+                       for key, p in params.items()}
+        state[COUNT] = xp.zeros((), dtype=xp.int64, device=device)
+        return state
+
+    def update(grads: dict, state: dict, params: dict, lr) -> tuple[dict, dict]:
+        _check_state(grads, state, params, slots)
+        lr = _check_step_lr(lr, params)
+        xp = array_api_compat.array_namespace(*params.values())
+        count = state[COUNT] + 1
+        new_params, new_state = {}, {COUNT: count}
+        for key, p in params.items():
+            new_params[key], new_state[key] = step(xp, grads[key], p, state[key], lr, count)
+        return new_params, new_state
+
+    return GradientTransformation(init, update)
+
+
+def sgd() -> GradientTransformation:
+    """W <- W - lr * dW."""
+
+    def step(xp, g, p, s, lr, count):
+        return p - lr * g, {}
+
+    return _transformation((), step)
+
+
+def momentum(momentum: float = 0.9) -> GradientTransformation:
+    """v <- momentum * v - lr * dW;  W <- W + v."""
+    mu = _check_unit(momentum, "momentum")
+
+    def step(xp, g, p, s, lr, count):
+        v = mu * s["v"] - lr * g
+        return p + v, {"v": v}
+
+    return _transformation(("v",), step)
+
+
+def nesterov(momentum: float = 0.9) -> GradientTransformation:
+    """Nesterov momentum (Bengio et al. 2012, eq. 7), from the old velocity v:
+    W <- W + momentum^2 * v - (1 + momentum) * lr * dW;  v <- momentum * v - lr * dW."""
+    mu = _check_unit(momentum, "momentum")
+
+    def step(xp, g, p, s, lr, count):
+        v = s["v"]
+        return p + mu * mu * v - (1 + mu) * lr * g, {"v": mu * v - lr * g}
+
+    return _transformation(("v",), step)
+
+
+def _scaled_step(p, g, h, lr, xp):
+    """W - lr * dW / (sqrt(h) + 1e-7), the AdaGrad/RMSprop step."""
+    return p - lr * g / (xp.sqrt(h) + EPS)
+
+
+def adagrad() -> GradientTransformation:
+    """h <- h + dW * dW;  W <- W - lr * dW / (sqrt(h) + 1e-7)."""
+
+    def step(xp, g, p, s, lr, count):
+        h = s["h"] + g * g
+        return _scaled_step(p, g, h, lr, xp), {"h": h}
+
+    return _transformation(("h",), step)
+
+
+def rmsprop(decay_rate: float = 0.99) -> GradientTransformation:
+    """h <- decay_rate * h + (1 - decay_rate) * dW^2;  W <- W - lr * dW / (sqrt(h) + 1e-7)."""
+    rho = _check_unit(decay_rate, "decay_rate")
+
+    def step(xp, g, p, s, lr, count):
+        h = rho * s["h"] + (1 - rho) * (g * g)
+        return _scaled_step(p, g, h, lr, xp), {"h": h}
+
+    return _transformation(("h",), step)
+
+
+def adam(beta1: float = 0.9, beta2: float = 0.999) -> GradientTransformation:
+    """Adam as in the book (bias correction folded into the step size), t = the count
+    after this update:
+
+    lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    m <- m + (1 - beta1) * (dW - m);  v <- v + (1 - beta2) * (dW^2 - v)
+    W <- W - lr_t * m / (sqrt(v) + 1e-7)
+    """
+    b1 = _check_unit(beta1, "beta1")
+    b2 = _check_unit(beta2, "beta2")
+
+    def step(xp, g, p, s, lr, count):
+        # int arrays do not mix with Python floats in the array API: cast t first
+        t = xp.astype(count, p.dtype)
+        lr_t = lr * xp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        m = s["m"] + (1 - b1) * (g - s["m"])
+        v = s["v"] + (1 - b2) * (g * g - s["v"])
+        return p - lr_t * m / (xp.sqrt(v) + EPS), {"m": m, "v": v}
+
+    return _transformation(("m", "v"), step)

@@ -1,0 +1,186 @@
+"""One training step as a pure function of arrays, and its compiled form.
+
+``step = make_step(net, optimizer)``; ``state = step.init()``; then
+``state = step(state, xb, Tb)`` per mini-batch. The state is a dict of backend arrays
+(a pytree for JAX):
+
+    params      dict W1, b1, ... (the network's parameters after the last step)
+    opt         the optimiser's state (``optimizer.transform.init(params)``)
+    iteration   0-d int: steps taken (the k-th step sets it to k)
+    first_bad   0-d int: the first step after which a parameter was NaN/inf, -1 if none
+    lr          0-d float in the network's dtype: the rate of the next step (a schedule
+                changes it without retracing a compiled step)
+
+The step never writes into an array of the state it is given (it rebinds), so the
+caller's previous state stays valid, except under ``compile=True`` on JAX (the state is
+donated) and on CUDA (one set of preallocated buffers updated in place): there the
+state passed in must not be used again.
+"""
+
+from __future__ import annotations
+
+from ..backend import compile_step
+
+__all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
+
+
+def all_finite(xp, params: dict):
+    """0-d boolean array: no parameter holds a NaN or inf.
+
+    ``p * 0`` is 0 for finite p and NaN for NaN/inf, so the sum of those products is
+    NaN exactly when some element is not finite; unlike a sum of the parameters
+    themselves, it cannot overflow for large finite values."""
+    total = None
+    for p in params.values():
+        s = xp.sum(p * 0.0)
+        total = s if total is None else total + s
+    return xp.isfinite(total)
+
+
+def _with_params(net, method):
+    """``method(x, T)`` of the network evaluated at other parameters: (params, x, T) ->
+    grads. Eager only (it swaps net.params for the call)."""
+
+    def gradient(params, x, T):
+        saved = net.params
+        net.params = params
+        try:
+            return method(x, T)
+        finally:
+            net.params = saved
+
+    return gradient
+
+
+def numerical_gradient_fn(net, h: float):
+    """(params, x, T) -> the batched central-difference gradient with step ``h``."""
+    return _with_params(net, lambda x, T: net.numerical_gradient_prepared(x, T, h))
+
+
+def backprop_gradient_fn(net):
+    """grads = g(params, x, T): the network's backprop gradient as a function of params."""
+    try:
+        from ..nn import functional
+    except ImportError:
+        functional = None
+    if functional is not None and hasattr(net, "arch"):
+        arch = net.arch
+
+        def gradient(params, x, T):
+            return functional.gradient(arch, params, x, T)
+
+        return gradient
+
+    return _with_params(net, net.gradient_prepared)  # until the functional core lands
+
+
+def _book_transform(optimizer):
+    """(init, update) around a book-style ``optimizer.update(params, grads)`` that keeps
+    its own state: eager only (the state lives in the object, not in the step state)."""
+
+    def init(params):
+        return {}
+
+    def update(grads, state, params, lr):
+        optimizer.lr = float(lr)
+        new = dict(params)
+        optimizer.update(new, grads)
+        return new, state
+
+    return init, update
+
+
+def _pure_transform(optimizer):
+    """The optimiser's pure ``transform`` (init, update), or None for a book-style
+    object, including a subclass that overrides ``update`` below the class that
+    provides ``transform`` (its override is what the user wants run)."""
+    transform = getattr(optimizer, "transform", None)
+    if transform is None:
+        return None
+    for cls in type(optimizer).__mro__:
+        if "transform" in vars(cls):
+            return transform.init, transform.update
+        if "update" in vars(cls):
+            return None
+    return transform.init, transform.update
+
+
+class Step:
+    """``state = step(state, xb, Tb)``: gradient of the batch, optimiser update,
+    iteration count and first-bad-iteration flag, all on the device.
+
+    net        an ``xpnn.MLP`` (its architecture; its params seed ``init``)
+    optimizer  an optimiser with a pure ``transform`` (``xpnn.optim``), or any object
+               with ``update(params, grads)`` and ``lr`` (eager only)
+    compile    False: plain Python; True: compiled per backend (``xpnn.backend.
+               compile_step``: jax.jit, torch.compile, CUDA graphs; NumPy unchanged)
+    comm       None, or a communicator whose ``allreduce_mean(grads, weight)`` averages
+               each rank's gradient (weight: the rank's rows in the batch); eager only
+    gradient   (params, x, T) -> grads; default backprop (``backprop_gradient_fn``)
+    """
+
+    def __init__(self, net, optimizer, *, compile=False, comm=None, gradient=None):
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False, got {compile!r}")
+        self.net, self.xp, self.optimizer, self.comm = net, net.xp, optimizer, comm
+        self._gradient = backprop_gradient_fn(net) if gradient is None else gradient
+        pure = _pure_transform(optimizer)
+        self.pure_optimizer = pure is not None
+        self._init, self._update = pure if pure is not None else _book_transform(optimizer)
+        if compile and not self.pure_optimizer:
+            raise TypeError(
+                f"compile=True needs an optimizer with a pure transform (xpnn.optim); "
+                f"{type(optimizer).__name__} only has update(params, grads)"
+            )
+        if compile and comm is not None:
+            raise ValueError("compile=True with comm is not supported: the gradient "
+                             "average runs between ranks outside the compiled step")
+        self.compiled = compile
+        self.donates = False
+        self._call = self.pure
+        if compile:
+            self._call, self.donates = compile_step(self.pure, self.xp, net.device)
+
+    def init(self, params: dict | None = None, lr: float | None = None) -> dict:
+        """A fresh state: ``params`` (default: the network's; not copied), a fresh
+        optimiser state, iteration 0, no bad iteration, ``lr`` (default
+        ``optimizer.lr``)."""
+        xp, net = self.xp, self.net
+        params = dict(net.params if params is None else params)
+        lr = self.optimizer.lr if lr is None else lr
+        dev = net.device
+        return {
+            "params": params,
+            "opt": self._init(params),
+            "iteration": xp.asarray(0, device=dev),
+            "first_bad": xp.asarray(-1, device=dev),
+            "lr": xp.asarray(float(lr), dtype=net.dtype, device=dev),
+        }
+
+    def pure(self, state: dict, xb, Tb) -> dict:
+        """The uncompiled step (what every backend computes)."""
+        xp = self.xp
+        params = state["params"]
+        grads = self._gradient(params, xb, Tb)
+        if self.comm is not None:
+            grads = self.comm.allreduce_mean(grads, xb.shape[0])
+        params, opt = self._update(grads, state["opt"], params, state["lr"])
+        iteration = state["iteration"] + 1
+        first_bad = state["first_bad"]
+        newly_bad = xp.logical_and(first_bad < 0, xp.logical_not(all_finite(xp, params)))
+        return {
+            "params": params,
+            "opt": opt,
+            "iteration": iteration,
+            "first_bad": xp.where(newly_bad, iteration, first_bad),
+            "lr": state["lr"],
+        }
+
+    def __call__(self, state: dict, xb, Tb) -> dict:
+        return self._call(state, xb, Tb)
+
+
+def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
+    """The training step of ``net`` under ``optimizer``: ``state = step(state, xb, Tb)``
+    (see ``Step``); ``step.init()`` makes the first state."""
+    return Step(net, optimizer, compile=compile, comm=comm)
