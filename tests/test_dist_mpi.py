@@ -65,16 +65,14 @@ def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path):
 
 
 def test_train_with_mpi_comm_matches_single_process(tmp_path):
-    import inspect
-
-    import xpnn
-
-    if "comm" not in inspect.signature(xpnn.train).parameters:
-        pytest.skip("xpnn.train has no comm= yet (the trainer hook)")
     proc, outs, _ = run_ranks("train", tmp_path)
     _ok(proc)
-    assert outs[0]["digest"] == outs[1]["digest"]
-    assert outs[0]["train_rel_err"] <= 1e-12
+    assert outs[0]["digest"] == outs[1]["digest"]  # replicas stay bitwise identical
+    for out in outs:
+        assert out["train_rel_err"] <= 1e-12
+        assert out["loss_diff"] <= 1e-12 and out["acc_diff"] <= 1e-12  # reduced evaluation
+    # only rank 0 shows progress: one summary line, not two
+    assert (proc.stdout + proc.stderr).count("trained 6 iterations") == 1, proc.stdout
 
 
 @pytest.mark.parametrize("scenario", ["raise_on_one", "die_on_one"])
