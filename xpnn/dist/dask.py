@@ -57,7 +57,7 @@ def dask_executor(address=None, n_workers: int | None = None, threads_per_worker
             yield client.get_executor()
         return
     with LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                      processes=True, dashboard_address=None, **cluster_kwargs) as cluster, \
+                      processes=True, dashboard_address=":0", **cluster_kwargs) as cluster, \
             Client(cluster) as client:
         yield client.get_executor()
 

@@ -1,0 +1,251 @@
+"""Distributed benchmarks, side by side in one run (``python bench/dist_bench.py``;
+needs ``pip install -e '.[mpi,dask]'``).
+
+1. Numerical-gradient step of the seed net (784-50-10 sigmoid, float64, batch 100)
+   on 1 vs 2 workers/ranks: in-process, ProcessPoolExecutor, Dask LocalCluster
+   (worker processes), MPI ranks (Allgatherv). Every process is pinned to one BLAS
+   thread, so K workers use K cores. The in-process configurations are timed in
+   interleaved rounds (round r times every configuration once) so that a load change
+   on a shared machine hits them alike.
+2. Data-parallel backprop under mpiexec -n 1 and -n 2: gradient, one allreduce_mean
+   (pack + Allreduce + unpack of 39,770 float64) and a whole step.
+3. The 10,000-iteration numerical-gradient run (the post's "17 hours") on N
+   machines, extrapolated from measured pieces: every chunk's compute time on one
+   core, the per-step work each rank repeats (forward cache, assembly, update), and
+   the Allgatherv: measured between 2 local ranks, and for N machines a stated ring
+   model (latency and bandwidth below are assumptions, printed with the table).
+
+Raw timings, medians, load averages and machine info go to
+bench/results/dist-<stamp>.json; a Markdown summary to the .md next to it.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # before NumPy loads; inherited by every worker and rank
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from dist_rank import seed_problem  # noqa: E402
+
+import xpnn  # noqa: E402
+from xpnn.dist import numerical_gradient, partition  # noqa: E402
+from xpnn.nn import numerical as xnum  # noqa: E402
+
+ROUNDS = int(os.environ.get("XPNN_DIST_ROUNDS", "5"))
+ITERATIONS = 10_000  # the post's run
+#: network model for N > 2 machines (assumptions, not measurements): 10 GbE
+LATENCY_S, BANDWIDTH_BPS = 50e-6, 1.25e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _mpiexec() -> str:
+    local = Path(sys.executable).with_name("mpiexec")
+    return str(local) if local.exists() else "mpiexec"
+
+
+def run_mpi(mode: str, ranks: int, reps: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.json")
+        subprocess.run([_mpiexec(), "-n", str(ranks), sys.executable, str(HERE / "dist_rank.py"),
+                        mode, str(reps), out], check=True, timeout=600)
+        with open(out) as f:
+            return json.load(f)
+
+
+def in_process_steps(net, x, T) -> dict:
+    """Interleaved rounds of every in-process configuration; raw seconds per step."""
+    from xpnn.dist.dask import dask_executor
+
+    spawn = multiprocessing.get_context("spawn")
+    configs = {}
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool1, \
+            ProcessPoolExecutor(2, mp_context=spawn) as pool2, \
+            dask_executor(n_workers=1) as dask1, dask_executor(n_workers=2) as dask2:
+        runs = {
+            "1 process (net.numerical_gradient)": lambda: net.numerical_gradient_prepared(x, T),
+            "ProcessPoolExecutor, 1 worker": lambda: numerical_gradient(net, x, T, executor=pool1),
+            "ProcessPoolExecutor, 2 workers": lambda: numerical_gradient(net, x, T,
+                                                                         executor=pool2),
+            "Dask LocalCluster, 1 worker": lambda: numerical_gradient(net, x, T, executor=dask1),
+            "Dask LocalCluster, 2 workers": lambda: numerical_gradient(net, x, T, executor=dask2),
+        }
+        for fn in runs.values():
+            fn()  # warm-up: worker start, imports, caches
+        configs = {name: [] for name in runs}
+        for _ in range(ROUNDS):
+            for name, fn in runs.items():
+                configs[name].append(_timed(fn))
+    return configs
+
+
+def chunk_times(net, x, T) -> tuple[list, dict]:
+    """Each chunk's compute time on this core (median of 3), and the per-step work
+    every rank repeats."""
+    h = net.default_h()
+    chunks = xnum.plan(net, x.shape[0])
+    cache = xnum.forward_cache(net, x)
+    times = []
+    for c in chunks:
+        times.append(statistics.median(
+            _timed(lambda c=c: xnum.chunk_gradient(net, x, T, c, h, cache)) for _ in range(3)))
+    parts = {k: [] for k in net.params}
+    for c in chunks:
+        parts[c.key].append(xnum.chunk_gradient(net, x, T, c, h, cache))
+    grads = xnum.assemble(net, parts)
+    fixed = {
+        "forward_cache": statistics.median(_timed(lambda: xnum.forward_cache(net, x))
+                                           for _ in range(5)),
+        "assemble": statistics.median(_timed(lambda: xnum.assemble(net, parts))
+                                      for _ in range(5)),
+        "sgd_update": statistics.median(
+            _timed(lambda: {k: v - 0.1 * grads[k] for k, v in net.params.items()})
+            for _ in range(5)),
+    }
+    return list(zip(chunks, times, strict=True)), fixed
+
+
+def scaling_table(net, timed_chunks, fixed, gather2_s) -> list[dict]:
+    chunks = [c for c, _ in timed_chunks]
+    cost = dict(zip(chunks, (t for _, t in timed_chunks), strict=True))
+    per_step_fixed = sum(fixed.values())
+    n_bytes = sum(c.stop - c.start for c in chunks) * 8
+    rows = []
+    for n in (1, 2, 4, 8, 16, 32, 64, 128):
+        groups = partition(net, chunks, n)
+        compute = max(sum(cost[c] for c in g) for g in groups)
+        ring = 0.0 if n == 1 else (n - 1) * LATENCY_S + (n - 1) / n * n_bytes / BANDWIDTH_BPS
+        step = per_step_fixed + compute + ring
+        rows.append({"machines": n, "compute_s": compute, "fixed_s": per_step_fixed,
+                     "allgatherv_model_s": ring,
+                     "allgatherv_measured_2_local_ranks_s": gather2_s if n == 2 else None,
+                     "step_s": step, "run_hours": step * ITERATIONS / 3600,
+                     "speedup": None})
+    for row in rows:
+        row["speedup"] = rows[0]["step_s"] / row["step_s"]
+    return rows
+
+
+def machine_info() -> dict:
+    import dask
+    import mpi4py
+
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "node": platform.node(), "machine": platform.machine(),
+        "processor": platform.processor(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "xpnn": xpnn.__version__, "mpi4py": mpi4py.__version__, "dask": dask.__version__,
+        "blas_threads": os.environ["OMP_NUM_THREADS"],
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def _med(values) -> float:
+    return statistics.median(values)
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Distributed benchmarks, {result['machine']['date_utc']}", "",
+             f"Machine: {result['machine']['cpu_count']} cores, load average "
+             f"{result['machine']['loadavg_start'][0]:.1f} at start and "
+             f"{result['machine']['loadavg_end'][0]:.1f} at the end (other jobs share "
+             f"it: figures are medians of {ROUNDS} rounds). One BLAS thread per process.", "",
+             "## Numerical-gradient step, seed net (784-50-10, float64, batch 100)", "",
+             "| configuration | median s/step | min s/step | speed-up vs 1 (median) | "
+             "(min) |", "|---|---:|---:|---:|---:|"]
+    steps = result["numerical_step_s"]
+    base = {"ProcessPool": "ProcessPoolExecutor, 1 worker", "Dask": "Dask LocalCluster, 1 worker",
+            "MPI": "MPI, 1 rank (Allgatherv)", "1 process": "1 process (net.numerical_gradient)"}
+    for name, values in steps.items():
+        ref = next(v for k, v in base.items() if name.startswith(k))
+        lines.append(f"| {name} | {_med(values):.3f} | {min(values):.3f} | "
+                     f"{_med(steps[ref]) / _med(values):.2f}x | "
+                     f"{min(steps[ref]) / min(values):.2f}x |")
+    ar = result["allreduce"]
+    lines += ["", "## Data-parallel backprop step (seed net, batch 100 per rank)", "",
+              "| ranks | gradient s | allreduce_mean s | whole step s |", "|---:|---:|---:|---:|"]
+    for n, d in ar.items():
+        r0 = d["per_rank"][0]
+        lines.append(f"| {n} | {r0['gradient']:.5f} | {r0['allreduce_mean']:.6f} | "
+                     f"{r0['step']:.5f} |")
+    lines += ["", f"Allreduce payload: {ar['1']['per_rank'][0]['bytes']} bytes per step.", "",
+              "## The 10,000-iteration numerical-gradient run on N machines (extrapolated)", "",
+              f"Compute: each of the {result['scaling']['n_chunks']} chunks timed on one core "
+              f"here, summed over the busiest rank's share (xpnn.dist.partition). Fixed: "
+              f"forward cache + assembly + update, repeated on every rank. Allgatherv: "
+              f"ring model with {LATENCY_S * 1e6:.0f} us latency and "
+              f"{BANDWIDTH_BPS / 1e9:.2f} GB/s (assumed, 10 GbE); measured between 2 local "
+              f"ranks: {result['scaling']['allgatherv_2_local_s'] * 1e3:.2f} ms.", "",
+              "| machines | compute s | fixed s | Allgatherv s | step s | run | speed-up |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["scaling"]["rows"]:
+        run_h = row["run_hours"]
+        run = f"{run_h:.2f} h" if run_h >= 1 else f"{run_h * 60:.1f} min"
+        lines.append(f"| {row['machines']} | {row['compute_s']:.4f} | {row['fixed_s']:.4f} | "
+                     f"{row['allgatherv_model_s']:.5f} | {row['step_s']:.4f} | {run} | "
+                     f"{row['speedup']:.1f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    info = machine_info()
+    net, x, T = seed_problem()
+    steps = in_process_steps(net, x, T)
+    mpi = {n: run_mpi("numerical", n, ROUNDS) for n in (1, 2)}
+    for n, d in mpi.items():
+        steps[f"MPI, {n} rank{'s' if n > 1 else ''} (Allgatherv)"] = d["per_rank"][0]["step_all"]
+    allreduce = {str(n): run_mpi("allreduce", n, 50) for n in (1, 2)}
+    timed_chunks, fixed = chunk_times(net, x, T)
+    gather2 = max(r["allgatherv"] for r in mpi[2]["per_rank"])
+    info["loadavg_end"] = os.getloadavg()
+    result = {
+        "machine": info,
+        "rounds": ROUNDS,
+        "numerical_step_s": steps,
+        "mpi_numerical": {str(n): d for n, d in mpi.items()},
+        "allreduce": allreduce,
+        "scaling": {
+            "n_chunks": len(timed_chunks),
+            "chunk_compute_total_s": sum(t for _, t in timed_chunks),
+            "fixed_s": fixed,
+            "allgatherv_2_local_s": gather2,
+            "latency_s_assumed": LATENCY_S,
+            "bandwidth_Bps_assumed": BANDWIDTH_BPS,
+            "rows": scaling_table(net, timed_chunks, fixed, gather2),
+        },
+    }
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = HERE / "results" / f"dist-{stamp}"
+    out.parent.mkdir(exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
+    text = markdown(result)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {out}.json and {out}.md")
+
+
+if __name__ == "__main__":
+    main()
