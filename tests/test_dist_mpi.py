@@ -1,48 +1,19 @@
-"""Real ``mpiexec -n 2`` runs (tests/dist_mpi_rank.py), each under a 60 s timeout so a
-hang fails the test instead of stalling CI. Skipped without mpi4py and mpiexec
-(``pip install 'xpnn[mpi]'``)."""
+"""Real ``mpiexec -n 2`` runs (tests/dist_rank_script.py), each under a 60 s timeout so
+a hang fails the test instead of stalling CI. Skipped without mpi4py and mpiexec
+(``pip install 'xpnn[mpi]'``). The same scenarios over torch.distributed (Gloo on
+the CPU, NCCL with two GPUs) are in test_dist_torch.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
-
+import dist_launch
 import pytest
 
 pytest.importorskip("mpi4py")
-
-RANK_SCRIPT = Path(__file__).with_name("dist_mpi_rank.py")
-TIMEOUT = 60
+TIMEOUT = dist_launch.TIMEOUT
 
 
-def _mpiexec() -> str:
-    local = Path(sys.executable).with_name("mpiexec")
-    found = str(local) if local.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec (pip install mpich, or install an MPI)")
-    return found
-
-
-def run_ranks(scenario: str, tmp_path, n: int = 2):
-    """Run the scenario on n ranks; (completed process, [per-rank dicts], seconds)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent.parent)}
-    start = time.monotonic()
-    proc = subprocess.run(
-        [_mpiexec(), "-n", str(n), sys.executable, str(RANK_SCRIPT), scenario, str(tmp_path)],
-        capture_output=True, text=True, timeout=TIMEOUT, env=env,
-    )
-    seconds = time.monotonic() - start
-    outs = []
-    for r in range(n):
-        path = tmp_path / f"rank{r}.json"
-        outs.append(json.loads(path.read_text()) if path.exists() else None)
-    return proc, outs, seconds
+def run_ranks(scenario, tmp_path, n=2):
+    return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n)
 
 
 def _ok(proc):

@@ -1,9 +1,12 @@
-"""One MPI rank of the scenarios in test_dist_mpi.py (run as
-``mpiexec -n 2 python tests/dist_mpi_rank.py SCENARIO OUTDIR``). Each rank writes
-``OUTDIR/rank<r>.json`` with what it saw; the test compares them."""
+"""One rank of the scenarios in test_dist_mpi.py, run as
+``mpiexec -n 2 python tests/dist_rank_script.py SCENARIO OUTDIR`` (MPIComm) or
+``torchrun --nproc-per-node 2 tests/dist_rank_script.py SCENARIO OUTDIR torch``
+(TorchDistComm). Each rank writes ``OUTDIR/rank<r>.json`` with what it saw; the test
+compares them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -114,12 +117,21 @@ SCENARIOS = {f.__name__: f for f in (collectives, train, raise_on_one, die_on_on
 
 def main():
     scenario, outdir = sys.argv[1], sys.argv[2]
-    comm = MPIComm()
-    out = {"rank": comm.rank, "size": comm.size}
-    with abort_on_error(comm):
+    if sys.argv[3:] == ["torch"]:
+        from xpnn.dist.torch_dist import TorchDistComm
+
+        comm = TorchDistComm(backend=os.environ.get("XPNN_TEST_TORCH_BACKEND", "gloo"))
+        guard = contextlib.nullcontext()  # torchrun ends the others when one fails
+    else:
+        comm = MPIComm()
+        guard = abort_on_error(comm)
+    out = {"rank": comm.rank, "size": comm.size, "comm": repr(comm)}
+    with guard:
         SCENARIOS[scenario](comm, out)
     with open(os.path.join(outdir, f"rank{comm.rank}.json"), "w") as f:
         json.dump(out, f)
+    if hasattr(comm, "close"):
+        comm.close()
 
 
 if __name__ == "__main__":
