@@ -115,8 +115,25 @@ SCENARIOS = {f.__name__: f for f in (collectives, train, raise_on_one, die_on_on
                                       different_replicas)}
 
 
+def pool(outdir):
+    """Run by ``mpiexec -n 3 python -m mpi4py.futures``: rank 0 only, with the other
+    ranks as MPIPoolExecutor workers."""
+    from mpi4py.futures import MPIPoolExecutor
+
+    net, x, t = _problem(n=9, sizes=(6, 5, 4, 3))
+    xf, Tf = net.check_x(x), net.prepare_targets(t, x.shape[0])
+    with MPIPoolExecutor() as executor:
+        got = numerical_gradient(net, xf, Tf, executor=executor, memory_budget=2048)
+        out = {"workers": executor.num_workers,
+               "numerical_rel_err": _rel(got, net.numerical_gradient(x, t, memory_budget=2048))}
+    with open(os.path.join(outdir, "rank0.json"), "w") as f:
+        json.dump(out, f)
+
+
 def main():
     scenario, outdir = sys.argv[1], sys.argv[2]
+    if scenario == "pool":
+        return pool(outdir)
     if sys.argv[3:] == ["torch"]:
         from xpnn.dist.torch_dist import TorchDistComm
 

@@ -66,3 +66,13 @@ def test_replicas_that_differ_are_refused_on_every_rank(tmp_path):
     assert proc.returncode != 0
     assert "the replicas are not identical: rank 1 differs from rank 0 in params" in (
         proc.stderr), proc.stderr
+
+
+def test_mpi_pool_executor_workers_give_the_exact_gradient(tmp_path):
+    def futures(n):  # rank 0 runs the script, the others serve MPIPoolExecutor
+        return [*dist_launch.mpiexec(n), "-m", "mpi4py.futures"]
+
+    proc, outs, _ = dist_launch.run_ranks(futures, "pool", tmp_path, n=3)
+    _ok(proc)
+    assert outs[0]["workers"] == 2
+    assert outs[0]["numerical_rel_err"] <= 1e-12

@@ -1,7 +1,8 @@
 """Scaling past one process on existing engines (MPI, Dask, concurrent.futures).
 
-* ``Comm`` / ``SingleProcessComm`` / ``MPIComm``: data-parallel training
-  (``xpnn.train(..., comm=MPIComm())`` under ``mpiexec -n K``), with ``shard``;
+* ``Comm`` / ``SingleProcessComm`` / ``MPIComm`` / ``TorchDistComm``: data-parallel
+  training (``xpnn.train(..., comm=MPIComm())`` under ``mpiexec -n K``; NCCL or Gloo
+  under ``torchrun``), each rank on its ``shard`` of the data;
 * ``numerical_gradient(net, x, T, h, executor=...)``: parameter-parallel numerical
   gradients over any ``concurrent.futures.Executor`` or over MPI ranks;
 * ``xpnn.dist.dask``: Dask executors and out-of-core ``predict`` / ``accuracy`` over
@@ -14,11 +15,13 @@ mpi4py, dask and torch.distributed are imported only when used.
 from .comm import Comm, SingleProcessComm, shard, shard_range
 from .executor import WorkerMismatchError, numerical_gradient, partition
 from .mpi import MPIComm, abort_on_error, mpi_world_size
+from .torch_dist import TorchDistComm
 
 __all__ = [
     "Comm",
     "MPIComm",
     "SingleProcessComm",
+    "TorchDistComm",
     "WorkerMismatchError",
     "abort_on_error",
     "mpi_world_size",
