@@ -7,6 +7,9 @@ needs ``pip install -e '.[mpi,dask]'``).
    thread, so K workers use K cores. The in-process configurations are timed in
    interleaved rounds (round r times every configuration once) so that a load change
    on a shared machine hits them alike.
+   glibc's heap trimming is switched off in every process (the 1-process baseline
+   included; see ``xpnn.dist.executor.keep_freed_memory``), so the comparison is like
+   for like.
 2. Data-parallel backprop under mpiexec -n 1 and -n 2: gradient, one allreduce_mean
    (pack + Allreduce + unpack of 39,770 float64) and a whole step.
 3. The 10,000-iteration numerical-gradient run (the post's "17 hours") on N
@@ -47,6 +50,7 @@ from dist_rank import seed_problem  # noqa: E402
 
 import xpnn  # noqa: E402
 from xpnn.dist import numerical_gradient, partition  # noqa: E402
+from xpnn.dist.executor import keep_freed_memory  # noqa: E402
 from xpnn.nn import numerical as xnum  # noqa: E402
 
 ROUNDS = int(os.environ.get("XPNN_DIST_ROUNDS", "5"))
@@ -211,7 +215,10 @@ def markdown(result: dict) -> str:
 
 
 def main():
+    # every process of every configuration runs with glibc's trimming off (the workers
+    # do it themselves, see xpnn.dist.executor.keep_freed_memory): like for like
     info = machine_info()
+    info["keep_freed_memory"] = keep_freed_memory()
     net, x, T = seed_problem()
     steps = in_process_steps(net, x, T)
     mpi = {n: run_mpi("numerical", n, ROUNDS) for n in (1, 2)}

@@ -23,7 +23,7 @@ import numpy as np
 
 import xpnn
 from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, partition
-from xpnn.dist.executor import _compute_chunks
+from xpnn.dist.executor import _compute_chunks, keep_freed_memory
 from xpnn.nn import numerical as xnum
 
 
@@ -92,6 +92,7 @@ def allreduce(comm, reps):
 
 def main():
     mode, reps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    keep_freed_memory()  # as on every worker and in the driver: like for like
     comm = MPIComm()
     with abort_on_error(comm):
         raw = {"numerical": numerical, "allreduce": allreduce}[mode](comm, reps)

@@ -115,12 +115,41 @@ def _cached(kind: str, payload: dict, build):
     return value
 
 
+def keep_freed_memory() -> bool:
+    """Stop glibc from handing freed memory back to the system after every chunk
+    (M_TRIM_THRESHOLD 256 MiB, M_MMAP_THRESHOLD 32 MiB); True if it took effect.
+
+    By default glibc trims the heap top whenever more than ~128 KiB-2x the largest
+    freed block is free, so each chunk's temporaries are faulted in afresh: measured on
+    the seed net (784-50-10, float64, batch 100), one core: ~440,000 minor page faults
+    and 1.2-1.9 s CPU per gradient, against 0 faults and 0.41 s with this setting. Dask
+    workers are worse off: they start with MALLOC_TRIM_THRESHOLD_=65536, which also
+    fixes the mmap threshold at 128 KiB. Applied in worker processes only (they run
+    nothing else of ours); a no-op off glibc."""
+    if _WORKER_CACHE.get("malloc") is not None:
+        return _WORKER_CACHE["malloc"]
+    ok = False
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = bool(libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)) and bool(
+            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20))
+    except (OSError, AttributeError):
+        ok = False
+    _WORKER_CACHE["malloc"] = ok
+    return ok
+
+
 def worker_net(payload: dict):
     """The network of ``payload``, rebuilt on this worker after checking its xpnn
     version and dtype."""
 
     def build():
         _check_worker(payload)
+        keep_freed_memory()
         net = MLP.from_config(payload["config"], params=payload["params"],
                                  backend=payload["backend"], dtype=payload["dtype"])
         if net.dtype_name != payload["dtype"]:
