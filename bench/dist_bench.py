@@ -188,6 +188,13 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_med(values):.3f} | {min(values):.3f} | "
                      f"{_med(steps[ref]) / _med(values):.2f}x | "
                      f"{min(steps[ref]) / min(values):.2f}x |")
+    lines += ["", "MPI ranks, the parameter split itself (rank 0, medians): forward cache + own "
+              "chunks, wall / CPU seconds:"]
+    for n, d in result["mpi_numerical"].items():
+        r0 = d["per_rank"][0]
+        lines.append(f"- {n} rank(s): {r0['chunks']} chunks, {r0['values']} values, "
+                     f"{r0['compute']:.3f} s wall / {r0['compute_cpu']:.3f} s CPU; Allgatherv "
+                     f"{r0['allgatherv'] * 1e3:.2f} ms")
     ar = result["allreduce"]
     lines += ["", "## Data-parallel backprop step (seed net, batch 100 per rank)", "",
               "| ranks | gradient s | allreduce_mean s | whole step s |", "|---:|---:|---:|---:|"]

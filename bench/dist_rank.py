@@ -4,7 +4,8 @@ MODE REPS OUT.json``.
 numerical  the parameter-parallel numerical gradient of the seed net (784-50-10
            sigmoid, float64, a batch of 100): the whole call
            (``xpnn.dist.numerical_gradient(..., executor=comm)``), and its parts on
-           this rank: forward cache + own chunks (compute), Allgatherv (comm)
+           this rank: forward cache + own chunks (compute: wall and CPU seconds),
+           Allgatherv (comm)
 allreduce  data-parallel backprop: each rank's batch-100 gradient, one
            ``allreduce_mean`` of it (pack, Allreduce, unpack), and a whole step
            (gradient, allreduce_mean, SGD update)
@@ -50,7 +51,7 @@ def numerical(comm, reps):
     chunks = xnum.plan(net, x.shape[0])
     mine = partition(net, chunks, comm.size)[comm.rank]
     numerical_gradient(net, x, T, executor=comm)  # warm-up
-    total, compute, gather = [], [], []
+    total, compute, cpu, gather = [], [], [], []
     for _ in range(reps):
         comm.barrier()
         total.append(_timed(lambda: numerical_gradient(net, x, T, executor=comm)))
@@ -61,10 +62,12 @@ def numerical(comm, reps):
             local = _compute_chunks(net, x, T, mine, h, xnum.forward_cache(net, x))
             box["flat"] = np.concatenate(local)
 
+        cpu_start = time.process_time()
         compute.append(_timed(work))
+        cpu.append(time.process_time() - cpu_start)
         comm.barrier()
         gather.append(_timed(lambda box=box: comm.allgatherv(box["flat"])))
-    return {"step": total, "compute": compute, "allgatherv": gather,
+    return {"step": total, "compute": compute, "compute_cpu": cpu, "allgatherv": gather,
             "chunks": len(mine), "values": int(sum(c.stop - c.start for c in mine))}
 
 
