@@ -17,7 +17,7 @@ import numpy as np
 
 import xpnn
 from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, shard
-from xpnn.dist.comm import _params_digest
+from xpnn.dist.comm import _params_digest, check_same
 
 
 def _problem(n=13, sizes=(6, 5, 3), seed=0, weight_decay=0.01):
@@ -106,13 +106,23 @@ def die_on_one(comm, out):
     out["rank0_passed_the_collective"] = True
 
 
+def disagree(comm, out):
+    """check_same passes on equal values and raises on every rank on unequal ones."""
+    check_same(comm, {"iterations": 7, "eval_every": 2})
+    try:
+        check_same(comm, {"iterations": 3 if comm.rank == 0 else 2, "eval_every": 2},
+                   hint="give iters=")
+    except ValueError as exc:
+        out["error"] = str(exc)
+
+
 def different_replicas(comm, out):
     net, _, _ = _problem(seed=comm.rank)  # a different seed on each rank
     comm.check_replicas(net)
 
 
 SCENARIOS = {f.__name__: f for f in (collectives, train, raise_on_one, die_on_one,
-                                      different_replicas)}
+                                      different_replicas, disagree)}
 
 
 def pool(outdir):

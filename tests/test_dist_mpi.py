@@ -68,6 +68,15 @@ def test_replicas_that_differ_are_refused_on_every_rank(tmp_path):
         proc.stderr), proc.stderr
 
 
+def test_ranks_that_disagree_on_the_schedule_all_raise(tmp_path):
+    proc, outs, _ = run_ranks("disagree", tmp_path)
+    _ok(proc)
+    assert outs[0]["error"] == (
+        "the ranks disagree on iterations (rank 0: iterations=3; the mean over 2 ranks: "
+        "iterations=2.5): give iters=")
+    assert outs[1]["error"].startswith("the ranks disagree on iterations (rank 1: iterations=2")
+
+
 def test_mpi_pool_executor_workers_give_the_exact_gradient(tmp_path):
     def futures(n):  # rank 0 runs the script, the others serve MPIPoolExecutor
         return [*dist_launch.mpiexec(n), "-m", "mpi4py.futures"]

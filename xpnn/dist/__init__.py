@@ -12,7 +12,7 @@
 mpi4py, dask and torch.distributed are imported only when used.
 """
 
-from .comm import Comm, SingleProcessComm, shard, shard_range
+from .comm import Comm, SingleProcessComm, check_same, shard, shard_range
 from .executor import WorkerMismatchError, numerical_gradient, partition
 from .mpi import MPIComm, abort_on_error, mpi_world_size
 from .torch_dist import TorchDistComm
@@ -24,6 +24,7 @@ __all__ = [
     "TorchDistComm",
     "WorkerMismatchError",
     "abort_on_error",
+    "check_same",
     "mpi_world_size",
     "numerical_gradient",
     "partition",

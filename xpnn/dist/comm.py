@@ -26,7 +26,7 @@ import numpy as np
 
 from ..backend import device_of, get_namespace, to_numpy
 
-__all__ = ["Comm", "SingleProcessComm", "pack", "unpack", "shard", "shard_range"]
+__all__ = ["Comm", "SingleProcessComm", "check_same", "pack", "shard", "shard_range", "unpack"]
 
 
 class Comm:
@@ -72,6 +72,30 @@ class Comm:
                 f"the replicas are not identical: {where} (xpnn version, architecture and "
                 f"dtype, parameters); build the same network from the same seed on every rank"
             )
+
+
+def check_same(comm, values: dict, hint: str = "") -> None:
+    """Raise the same ValueError on every rank unless every rank passed the same
+    numbers in ``values`` ({name: number}). Ranks that disagree on, say, the number
+    of iterations would pair one rank's gradient Allreduce with another's evaluation
+    sum. Uses only ``allreduce_sum`` (one call): all equal exactly when the sum of
+    squares is ``size`` times the mean square, which every rank sees alike."""
+    if comm is None or comm.size == 1:
+        return
+    names = list(values)
+    mine = [float(values[k]) for k in names]
+    sums = comm.allreduce_sum(mine + [v * v for v in mine])
+    n = comm.size
+    differ = [k for i, k in enumerate(names)
+              if sums[len(names) + i] * n != sums[i] * sums[i]]
+    if differ:
+        here = ", ".join(f"{k}={values[k]}" for k in differ)
+        raise ValueError(
+            f"the ranks disagree on {', '.join(differ)} (rank {comm.rank}: {here}; the "
+            f"mean over {n} ranks: "
+            f"{', '.join(f'{k}={sums[names.index(k)] / n:g}' for k in differ)})"
+            + (f": {hint}" if hint else "")
+        )
 
 
 def _params_digest(net) -> str:
