@@ -24,7 +24,7 @@ import numpy as np
 
 import xpnn
 from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, partition
-from xpnn.dist.executor import _compute_chunks, keep_freed_memory
+from xpnn.dist.executor import compute_flat, keep_freed_memory
 from xpnn.nn import numerical as xnum
 
 
@@ -59,8 +59,7 @@ def numerical(comm, reps):
         box = {}
 
         def work(box=box):
-            local = _compute_chunks(net, x, T, mine, h, xnum.forward_cache(net, x))
-            box["flat"] = np.concatenate(local)
+            box["flat"] = compute_flat(net, x, T, mine, h, xnum.forward_cache(net, x))
 
         cpu_start = time.process_time()
         compute.append(_timed(work))

@@ -174,14 +174,20 @@ def _worker_state(payload: dict):
     return _cached("gradient", payload, build)
 
 
-def _compute_chunks(net, x, T, chunks, h: float, cache) -> list[np.ndarray]:
-    return [to_numpy(_numerical.chunk_gradient(net, x, T, c, h, cache)) for c in chunks]
+def compute_flat(net, x, T, chunks, h: float, cache) -> np.ndarray:
+    """The central differences of ``chunks``, concatenated in order: one 1-d host
+    array in the network's dtype (one device-to-host copy)."""
+    if not chunks:
+        return np.empty(0, dtype=net.dtype_name)
+    parts = [_numerical.chunk_gradient(net, x, T, c, h, cache) for c in chunks]
+    flat = net.xp.concat(parts) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(to_numpy(flat), dtype=net.dtype_name)
 
 
-def chunk_task(payload: dict, chunks) -> list[np.ndarray]:
-    """Run on a worker: the central differences of ``chunks`` as host arrays."""
+def chunk_task(payload: dict, chunks) -> np.ndarray:
+    """Run on a worker: ``compute_flat`` of ``chunks`` for the payload's network."""
     net, x, T, cache = _worker_state(payload)
-    return _compute_chunks(net, x, T, chunks, payload["h"], cache)
+    return compute_flat(net, x, T, chunks, payload["h"], cache)
 
 
 # -- the caller side -------------------------------------------------------------------
@@ -200,16 +206,18 @@ def executor_workers(executor) -> int:
     return os.cpu_count() or 1
 
 
-def _assemble(net, chunks, values) -> dict:
+def _assemble(net, chunks, flat: np.ndarray) -> dict:
+    """The gradient from the concatenated differences ``flat`` of ``chunks``."""
+    n = sum(c.stop - c.start for c in chunks)
+    if flat.shape != (n,):
+        raise RuntimeError(f"the chunks came back with shape {flat.shape}, expected ({n},)")
     xp, dev = net.xp, net.device
     parts: dict = {k: [] for k in net.params}
-    for chunk, v in zip(chunks, values, strict=True):
-        if v.shape != (chunk.stop - chunk.start,):
-            raise RuntimeError(
-                f"chunk {chunk} came back with shape {v.shape}, expected "
-                f"({chunk.stop - chunk.start},)"
-            )
-        parts[chunk.key].append(xp.asarray(v.astype(net.dtype_name, copy=False), device=dev))
+    start = 0
+    for c in chunks:
+        piece = np.ascontiguousarray(flat[start : start + c.stop - c.start], dtype=net.dtype_name)
+        parts[c.key].append(xp.asarray(piece, device=dev))
+        start += c.stop - c.start
     return _numerical.assemble(net, parts)
 
 
@@ -227,31 +235,20 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
     groups = [g for g in partition(net, chunks, tasks) if g]
     shared = _share(executor, _payload(net, x, T, h))
     futures = [executor.submit(chunk_task, shared, g) for g in groups]
-    values = []
     try:
-        for group, fut in zip(groups, futures, strict=True):
-            got = fut.result()
-            if len(got) != len(group):
-                raise RuntimeError(f"a task returned {len(got)} chunks for {len(group)}")
-            values += got
+        flats = [f.result() for f in futures]
     except BaseException:
-        for fut in futures:
-            fut.cancel()
+        for f in futures:
+            f.cancel()
         raise
-    return _assemble(net, [c for g in groups for c in g], values)
+    return _assemble(net, [c for g in groups for c in g], np.concatenate(flats))
 
 
 def _by_comm(net, x, T, h, comm: Comm, chunks) -> dict:
-    groups = partition(net, chunks, comm.size)
-    mine = groups[comm.rank]
-    local = _compute_chunks(net, x, T, mine, h, _numerical.forward_cache(net, x))
-    flat = np.concatenate(local) if local else np.empty(0, dtype=net.dtype_name)
-    everything = comm.allgatherv(flat.astype(net.dtype_name, copy=False))
-    values, start = [], 0
-    for c in chunks:  # groups are contiguous and in rank order: chunk order
-        values.append(everything[start : start + c.stop - c.start])
-        start += c.stop - c.start
-    return _assemble(net, chunks, values)
+    mine = partition(net, chunks, comm.size)[comm.rank]
+    flat = compute_flat(net, x, T, mine, h, _numerical.forward_cache(net, x))
+    # the groups are contiguous and in rank order: the gathered values are in chunk order
+    return _assemble(net, chunks, comm.allgatherv(flat))
 
 
 def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tasks=None):
@@ -269,9 +266,9 @@ def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tas
     Returns a dict like ``net.params`` of backend arrays.
     """
     h = _numerical.check_h(net, h)
-    chunks = _numerical.plan(net, int(x.shape[0]), memory_budget)
     if executor is None:
-        return _by_comm(net, x, T, h, _single(), chunks)
+        return _numerical.mlp_numerical_gradient(net, x, T, h, memory_budget)
+    chunks = _numerical.plan(net, int(x.shape[0]), memory_budget)
     if isinstance(executor, Comm):
         return _by_comm(net, x, T, h, executor, chunks)
     if isinstance(executor, concurrent.futures.Executor) or callable(
@@ -286,9 +283,3 @@ def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tas
         f"executor must be a concurrent.futures.Executor, an xpnn.dist.Comm or None, "
         f"got {type(executor).__name__}"
     )
-
-
-def _single():
-    from .comm import SingleProcessComm
-
-    return SingleProcessComm()
