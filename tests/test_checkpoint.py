@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import subprocess
+import sys
+import types
+import zipfile
 
 import numpy as np
 import pytest
+from hostile_files import (
+    MB,
+    entries_of,
+    marker,
+    npy_bytes,
+    npy_header,
+    peak_bytes,
+    small_net,
+    write_zip,
+)
 
 import xpnn
 from xpnn import checkpoint
+from xpnn.io import atomic
 from xpnn.io.checkpoint import load, save
+from xpnn.nn import config
 
 
 def _net(backend, dtype="float64", **kw):
@@ -106,7 +123,7 @@ def _saved(tmp_path):
 def test_damaged_files_are_named(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"this is not a zip file at all" * 10)
-    with pytest.raises(ValueError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(ValueError, match="junk.npz: not an xpnn checkpoint"):
         load(junk)
 
     data = _saved(tmp_path).read_bytes()
@@ -115,7 +132,7 @@ def test_damaged_files_are_named(tmp_path):
         short.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="short.npz: ") as info:
             load(short)
-        assert "damaged" in str(info.value) or "not a readable" in str(info.value)
+        assert "damaged" in str(info.value)
 
     # flip bytes inside a stored member: the zip's CRC check catches it
     flipped = bytearray(data)
@@ -139,7 +156,7 @@ def test_foreign_files_are_named(tmp_path):
         load(single)
 
     net = _net(("numpy", None))
-    arch = json.dumps(checkpoint._architecture(net))
+    arch = json.dumps(config.to_config(net))
     params = {k: v for k, v in net.params.items()}
 
     def write(name, marker=arch, **arrays):
@@ -188,3 +205,264 @@ def test_trained_net_round_trip(tmp_path):
     back = load(tmp_path / "t.npz")
     assert back.accuracy(x, y) == net.accuracy(x, y)
     np.testing.assert_array_equal(back.predict(x), net.predict(x))
+
+
+# --------------------------------------------- hostile files (issue 9, point 2)
+
+
+def _raises_value_error(call, *words, memory=4 * MB):
+    """``call()`` raises ValueError containing ``words`` while allocating < ``memory``."""
+    peak, outcome = peak_bytes(call)
+    assert isinstance(outcome, ValueError), f"expected ValueError, got {outcome!r}"
+    for word in words:
+        assert word in str(outcome), f"{word!r} not in {outcome}"
+    assert peak < memory, f"peak {peak / MB:.1f} MB while refusing: {outcome}"
+    return outcome
+
+
+def test_huge_architecture_is_refused_before_any_net_is_built(tmp_path):
+    # a 2.4 KB file claiming a 2000-2000-2 net: 4 M parameters that were drawn (32 MB
+    # and a random init) before the stored shapes were ever looked at
+    net = small_net()
+    arch = {**config.to_config(net), "sizes": [2000, 2000, 2], "activations": ["relu"]}
+    path = tmp_path / "big.npz"
+    write_zip(path, {**entries_of(net, arch)})
+    _raises_value_error(lambda: load(path), "big.npz", "checkpoint does not match")
+    params = {"W1": np.zeros((2, 2)), "b1": np.zeros(2), "W2": np.zeros((2, 2)),
+              "b2": np.zeros(2)}
+    write_zip(path, {"__xpnn__.npy": marker(arch),
+                     **{f"{k}.npy": npy_bytes(v) for k, v in params.items()}})
+    _raises_value_error(lambda: load(path), "W1 has shape (2, 2)", "needs (2000, 2000)")
+    # ... and one whose sizes would not even fit in memory
+    arch["sizes"] = [10**6, 10**6, 2]
+    write_zip(path, {"__xpnn__.npy": marker(arch)})
+    _raises_value_error(lambda: load(path), "bad architecture", "parameters")
+
+
+def test_npy_header_with_a_huge_shape_is_refused_unread(tmp_path):
+    net = small_net()
+    entries = entries_of(net)
+    entries["W1.npy"] = npy_header((10**7, 10**7))
+    path = tmp_path / "huge.npz"
+    write_zip(path, entries)
+    _raises_value_error(lambda: load(path), "W1 has shape (10000000, 10000000)")
+    entries["W1.npy"] = npy_header((4, 5), data=b"\0" * 8)  # right shape, data cut short
+    write_zip(path, entries)
+    _raises_value_error(lambda: load(path), "W1 holds 8 data bytes")
+    entries["W1.npy"] = npy_header((4, 5), dtype="|O", data=b"\0" * 160)
+    write_zip(path, entries)
+    _raises_value_error(lambda: load(path), "W1 has dtype object, not floating")
+
+
+def test_unexpected_entry_is_refused_without_inflating_it(tmp_path):
+    net = small_net()
+    entries = {**entries_of(net), "junk.npy": bytes(40 * MB)}  # deflates to ~40 KB
+    path = tmp_path / "extra.npz"
+    write_zip(path, entries, compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < MB
+    _raises_value_error(lambda: load(path), "unexpected entries junk")
+
+
+def test_declared_sizes_beyond_the_file_are_refused(tmp_path):
+    net = small_net()
+    path = tmp_path / "lying.npz"
+    write_zip(path, entries_of(net))
+    data = bytearray(path.read_bytes())
+    # W1.npy's central directory record (the name's last occurrence; the record's fixed
+    # part is 46 bytes): make its uncompressed size claim 10**8 bytes
+    record = data.rindex(b"W1.npy") - 46
+    assert data[record:record + 4] == b"PK\x01\x02"
+    data[record + 24:record + 28] = (10**8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    _raises_value_error(lambda: load(path), "W1", "declares 100000000 bytes")
+
+
+def test_zip_with_too_many_entries_is_refused_before_parsing_them(tmp_path):
+    # 200,000 empty entries (17 MB) took 24 s and 107 MB in zipfile's directory parse
+    path = tmp_path / "many.npz"
+    write_zip(path, {**entries_of(small_net()), **{str(i): b"" for i in range(5000)}})
+    _raises_value_error(lambda: load(path), "declares 5,007 entries", memory=MB)
+
+
+def test_text_and_device_files_are_not_checkpoints(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n" * 100)
+    for path in (text, "/dev/zero"):
+        if not os.path.exists(path):
+            continue
+        error = _raises_value_error(lambda p=path: load(p), "not an xpnn checkpoint")
+        assert "pickle" not in str(error)
+
+
+def test_compressed_checkpoint_loads(tmp_path):
+    net = small_net()
+    path = tmp_path / "small.npz"
+    write_zip(path, entries_of(net), compression=zipfile.ZIP_DEFLATED)
+    back = load(path)
+    for k, v in net.params.items():
+        np.testing.assert_array_equal(back.params[k], v)
+
+
+def test_big_endian_and_fortran_parameters_load(tmp_path):
+    net = small_net()
+    entries = entries_of(net)
+    entries["W1.npy"] = npy_bytes(np.asfortranarray(net.params["W1"]).astype(">f8"))
+    path = tmp_path / "odd.npz"
+    write_zip(path, entries)
+    np.testing.assert_array_equal(load(path).params["W1"], net.params["W1"])
+
+
+def test_backend_given_as_a_namespace(tmp_path, backend):
+    name, device = backend
+    net = _net(backend)
+    path = tmp_path / "net.npz"
+    net.save(path)
+    back = load(path, backend=net.xp, device=device)
+    assert back.xp is net.xp and back.backend == name
+    np.testing.assert_array_equal(xpnn.to_numpy(back.params["W2"]),
+                                  xpnn.to_numpy(net.params["W2"]))
+
+
+def test_backend_namespace_unknown_by_name(tmp_path):
+    # a standard namespace xpnn has no name for (like jax.numpy): used as given,
+    # never looked up again by its name
+    import array_api_compat.numpy as compat_numpy
+
+    fake = types.ModuleType("fake_array_api")
+    fake.__dict__.update({k: v for k, v in vars(compat_numpy).items()
+                          if not k.startswith("__")})
+    fake.__array_api_version__ = compat_numpy.__array_api_version__
+    path = tmp_path / "net.npz"
+    small_net().save(path)
+    back = load(path, backend=fake)
+    assert back.xp is fake
+    np.testing.assert_array_equal(back.params["b2"], small_net().params["b2"])
+
+
+# --------------------------------------------------- save (issue 9, point 3)
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "shape", "missing", "int"])
+def test_save_refuses_parameters_load_would_refuse(tmp_path, damage):
+    net = small_net()
+    path = tmp_path / "net.npz"
+    net.save(path)
+    good = path.read_bytes()
+    W1 = net.params["W1"]
+    if damage == "nan":
+        net.params["W1"] = W1 * np.nan
+    elif damage == "inf":
+        net.params["b2"] = net.params["b2"] + np.inf
+    elif damage == "shape":
+        net.params["W2"] = net.params["W2"].T
+    elif damage == "missing":
+        del net.params["b3"]
+    else:
+        net.params["W1"] = W1.astype(np.int64)
+    with pytest.raises(ValueError, match=r"cannot save .*net\.npz: (parameter|parameters)"):
+        net.save(path)
+    assert path.read_bytes() == good and os.listdir(tmp_path) == ["net.npz"]
+
+
+def test_save_keeps_the_file_mode(tmp_path):
+    path = tmp_path / "net.npz"
+    small_net().save(path)
+    os.chmod(path, 0o640)
+    small_net(seed=2).save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    new = tmp_path / "new.npz"
+    small_net().save(new)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~umask
+
+
+def test_save_writes_through_a_symlink(tmp_path):
+    real = tmp_path / "real.npz"
+    small_net().save(real)
+    link = tmp_path / "link.npz"
+    link.symlink_to(real)
+    small_net(seed=5).save(link)
+    assert link.is_symlink()
+    np.testing.assert_array_equal(load(real).params["W1"], small_net(seed=5).params["W1"])
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "real.npz"]
+
+
+def test_save_to_a_missing_folder_names_the_target(tmp_path):
+    target = tmp_path / "no" / "such" / "net.npz"
+    with pytest.raises(FileNotFoundError) as info:
+        small_net().save(target)
+    assert str(target) in str(info.value) and ".tmp" not in str(info.value)
+    with pytest.raises(IsADirectoryError, match="folder"):
+        small_net().save(tmp_path)
+
+
+def test_save_and_load_bytes_and_pathlike_paths(tmp_path):
+    net = small_net()
+    raw = os.fsencode(tmp_path / "b.npz")
+    net.save(raw)
+    np.testing.assert_array_equal(load(raw).params["W3"], net.params["W3"])
+
+    class Where:
+        def __fspath__(self):
+            return str(tmp_path / "p.npz")
+
+    net.save(Where())
+    np.testing.assert_array_equal(load(Where()).params["W3"], net.params["W3"])
+    assert sorted(os.listdir(tmp_path)) == ["b.npz", "p.npz"]
+
+
+_KILLED_WRITER = """
+import os, sys, time
+from xpnn.io.atomic import atomic_write
+def write(f):
+    f.write(b"partial")
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+atomic_write(sys.argv[1], write)
+"""
+
+
+def test_temp_file_of_a_killed_writer_is_cleaned_by_the_next_save(tmp_path):
+    path = tmp_path / "net.npz"
+    small_net().save(path)
+    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+    left = [n for n in os.listdir(tmp_path) if n != "net.npz"]
+    assert len(left) == 1 and left[0].endswith(".tmp")  # what SIGKILL leaves behind
+    # a temp file of a writer that is still running must survive
+    live_name = atomic._temp_prefix("net.npz") + f"{os.getppid()}.abcd1234.tmp"
+    live = tmp_path / live_name
+    live.write_bytes(b"in progress")
+    small_net(seed=3).save(path)
+    assert sorted(os.listdir(tmp_path)) == sorted(["net.npz", live_name])
+    np.testing.assert_array_equal(load(path).params["W1"], small_net(seed=3).params["W1"])
+
+
+def test_no_import_cycle_between_checkpoint_and_mlp():
+    import ast
+
+    def module_level_imports(module):
+        tree = ast.parse(open(module.__file__, encoding="utf-8").read())
+        names = []
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                names.append(node.module or "")
+                names.extend(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.extend(a.name for a in node.names)
+        return names
+
+    from xpnn.nn import mlp
+
+    assert not any("mlp" in n for n in module_level_imports(checkpoint))
+    assert not any("checkpoint" in n or n == "io" for n in module_level_imports(mlp))
+    for module in ("xpnn.io.checkpoint", "xpnn.nn.mlp", "xpnn.nn.config"):
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)

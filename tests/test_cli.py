@@ -6,10 +6,14 @@ runs need XPNN_DATA_DIR and then train for 20 iterations.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -230,6 +234,9 @@ BAD = {
     "bce with 3 classes": ["train", "--dataset", "spirals", "--loss", "binary_cross_entropy"],
     "classes for moons": ["train", "--dataset", "moons", "--classes", "0", "1"],
     "h with backprop": ["train", "--dataset", "moons", "--h", "1e-4"],
+    "image-size for moons": ["train", "--dataset", "moons", "--image-size", "32", "--iters", "1"],
+    "noise for mnist": ["train", "--noise", "0.1", "--iters", "1", "--no-download"],
+    "samples for mnist": ["train", "--samples", "100", "--iters", "1", "--no-download"],
     "unknown command": ["fit"],
     "no command": [],
     "gradcheck unknown loss": ["gradcheck", "--loss", "hinge"],
@@ -342,3 +349,515 @@ def test_data_dir_env_is_used_for_mnist(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, "train", "--no-download", "--out", str(tmp_path / "o"))
     assert_one_line_error(code, err)
     assert os.fspath(tmp_path) in err
+
+
+# -- issue 9.4: a failed or interrupted run keeps its work -------------------------------
+
+
+CLI_MODULE = sys.modules["xpnn.cli.main"]  # xpnn.cli.main the attribute is the function
+
+
+def fake_train_that_raises(make_exc, steps=7, record_every=3):
+    """A stand-in for xpnn.train that does ``steps`` updates (the parameters move),
+    records evaluations like the real one, then raises ``make_exc()`` carrying the
+    partial History and leaving the net at the last completed step, as xpnn.train
+    does. Returns (fake, seen) where seen["params"] are the host parameters at the end."""
+    seen = {}
+
+    def fake(net, train_set, test_set=None, **kwargs):
+        history = History({"sizes": list(net.sizes)})
+        for it in range(steps + 1):
+            if it:
+                net.params = {k: v * 0.5 + 0.01 for k, v in net.params.items()}
+            if it % record_every == 0:
+                history.append({"iteration": it, "train_loss": 1.0 / (it + 1),
+                                "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5})
+        history.meta["interrupted_at"] = steps
+        seen["params"] = {k: xpnn.to_numpy(v).copy() for k, v in net.params.items()}
+        exc = make_exc()
+        exc.history = history
+        raise exc
+
+    return fake, seen
+
+
+def moons_argv(out, *extra):
+    return ["train", "--dataset", "moons", "--iters", "50", "--out", str(out), "--quiet",
+            *extra]
+
+
+def assert_partial_run_saved(out, seen, reason):
+    history = History.load_json(out / "history.json")
+    assert history.iteration == [0, 3, 6]
+    assert history.meta["cli"]["stopped"] == reason
+    assert history.meta["cli"]["dataset"] == "moons"
+    net = checkpoint.load(out / "model.npz")
+    for key, value in seen["params"].items():
+        np.testing.assert_array_equal(xpnn.to_numpy(net.params[key]), value)
+
+
+def test_ctrl_c_during_training_saves_the_partial_run_and_exits_130(capsys, tmp_path,
+                                                                     monkeypatch):
+    fake, seen = fake_train_that_raises(KeyboardInterrupt)
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(capsys, *moons_argv(out))
+    assert code == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: interrupted"), err
+    assert "stopped after iteration 7" in err and str(out) in err
+    assert "history.json" in err and "model.npz" in err
+    assert_partial_run_saved(out, seen, "interrupted")
+
+
+def test_error_during_training_saves_the_partial_run(capsys, tmp_path, monkeypatch):
+    fake, seen = fake_train_that_raises(lambda: OSError(28, "No space left on device"))
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, *moons_argv(out))
+    assert code == 1
+    assert err.startswith("xpnn: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "No space left" in err and str(out) in err
+    assert_partial_run_saved(out, seen, "error")
+
+
+def test_bug_during_training_keeps_the_traceback_and_the_partial_run(capsys, tmp_path,
+                                                                    monkeypatch):
+    fake, seen = fake_train_that_raises(lambda: ZeroDivisionError("a bug"))
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+    out = tmp_path / "run"
+    with pytest.raises(ZeroDivisionError):
+        main(moons_argv(out))
+    assert str(out) in capsys.readouterr().err
+    assert_partial_run_saved(out, seen, "error")
+
+
+def test_diverged_run_writes_history_and_last_good_model(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--lr", "1e30",
+                           "--weight-init", "10", "--iters", "50", "--out", str(out), "--quiet")
+    assert code == 1
+    assert str(out) in err and "model.npz" in err
+    history = History.load_json(out / "history.json")
+    assert history.meta["cli"]["stopped"] == "diverged"
+    assert history.meta["diverged_at"] >= 1
+    net = checkpoint.load(out / "model.npz")
+    assert all(np.isfinite(xpnn.to_numpy(p)).all() for p in net.params.values())
+
+
+def test_interrupt_before_training_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CLI_MODULE, "_load_data", interrupted)
+    out = tmp_path / "new" / "run"
+    code, _, err = run_cli(capsys, *moons_argv(out))
+    assert code == 130 and err.strip() == "xpnn: interrupted"
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--batch-size", "1000"],          # refused by xpnn.train, before the first step
+    ["--backend", "nope"],             # refused while loading the data
+], ids=["train-refuses", "bad-backend"])
+def test_error_before_training_leaves_no_empty_folder(capsys, tmp_path, argv):
+    out = tmp_path / "new" / "run"
+    code, _, err = run_cli(capsys, *moons_argv(out, *argv))
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    code, _, err = run_cli(capsys, *moons_argv(existing, *argv))
+    assert code == 2 and existing.is_dir() and not any(existing.iterdir())
+
+
+def test_default_out_is_not_left_behind_on_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--batch-size", "1000",
+                           "--quiet")
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unwritable_out_is_refused_before_loading_data(capsys, tmp_path, monkeypatch):
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("data loaded before --out was checked")
+
+    monkeypatch.setattr(CLI_MODULE, "_load_data", must_not_load)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(capsys, *moons_argv(blocker / "run"))
+    assert_one_line_error(code, err)
+    assert "--out" in err and "not writable" in err
+    code, _, err = run_cli(capsys, *moons_argv(blocker))
+    assert_one_line_error(code, err)
+    assert "--out" in err and "not a folder" in err
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="needs a POSIX user that file permissions apply to")
+def test_read_only_out_is_refused(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        code, _, err = run_cli(capsys, *moons_argv(locked))
+    finally:
+        locked.chmod(0o700)
+    assert_one_line_error(code, err)
+    assert "not writable" in err and not any(locked.iterdir())
+
+
+def test_closed_stdout_exits_quietly_in_process(capsys, monkeypatch):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    code = main(["gradcheck", "--hidden", "3"])
+    assert code == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_pipe_into_head_exits_quietly(tmp_path):
+    """`xpnn train ... | head -1`: the reader goes away after the first line; the run's
+    next write (its summary line) meets the closed pipe."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xpnn", "train", "--dataset", "moons", "--samples", "20",
+         "--iters", "5000", "--eval-every", "1", "--no-progress", "--out",
+         str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b"xpnn train: moons")
+    assert err == "", err
+
+
+# -- issue 9.7: clear errors instead of tracebacks -----------------------------------------
+
+
+def raise_in_train(exc):
+    def fake(*args, **kwargs):
+        raise exc
+
+    return fake
+
+
+def test_memory_error_names_the_flag(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(CLI_MODULE, "train", raise_in_train(MemoryError(
+        "Unable to allocate 74.5 GiB for an array with shape (200, 100000000) and data "
+        "type float32")))
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run", "--hidden", "5000"))
+    assert code == 1
+    assert err.startswith("xpnn: error: out of memory") and len(err.splitlines()) == 1, err
+    assert "74.5 GiB" in err and "--hidden" in err and "--dtype float32" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_torch_cpu_allocator_failure_is_out_of_memory(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(CLI_MODULE, "train", raise_in_train(RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 40000000000000 bytes.")))
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run"))
+    assert code == 1 and err.startswith("xpnn: error: out of memory"), err
+    assert "Traceback" not in err
+
+
+def fake_exception(module, name, base):
+    """A class with the module and name of an accelerator library's exception."""
+    return type(name, (base,), {"__module__": module})
+
+
+GPU_ERRORS = {
+    "torch.cuda.OutOfMemoryError": (
+        fake_exception("torch.cuda", "OutOfMemoryError", RuntimeError),
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+        "139.81 GiB of which 1.2 GiB is free. If reserved but unallocated memory is large "
+        "try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+        "fragmentation.", "out of memory"),
+    "torch.OutOfMemoryError": (
+        fake_exception("torch", "OutOfMemoryError", RuntimeError),
+        "CUDA out of memory. Tried to allocate 2.00 GiB.", "out of memory"),
+    "cupy.cuda.memory.OutOfMemoryError": (
+        fake_exception("cupy.cuda.memory", "OutOfMemoryError", MemoryError),
+        "Out of memory allocating 21,474,836,480 bytes (allocated so far: 0 bytes).",
+        "out of memory"),
+    "cupy.cuda.runtime.CUDARuntimeError": (
+        fake_exception("cupy.cuda.runtime", "CUDARuntimeError", RuntimeError),
+        "cudaErrorNoDevice: no CUDA-capable device is detected", "CUDA runtime error"),
+    "cupy_backends...CUDARuntimeError": (
+        fake_exception("cupy_backends.cuda.api.runtime", "CUDARuntimeError", RuntimeError),
+        "cudaErrorInvalidDevice: invalid device ordinal", "CUDA runtime error"),
+    "CUDARuntimeError out of memory": (
+        fake_exception("cupy_backends.cuda.api.runtime", "CUDARuntimeError", RuntimeError),
+        "cudaErrorMemoryAllocation: out of memory", "out of memory"),
+}
+
+
+@pytest.mark.parametrize("cls, message, kind", list(GPU_ERRORS.values()), ids=list(GPU_ERRORS))
+def test_gpu_errors_are_one_line_with_a_hint(capsys, tmp_path, monkeypatch, cls, message,
+                                             kind):
+    monkeypatch.setattr(CLI_MODULE, "train", raise_in_train(cls(message)))
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run"))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: error: "), err
+    assert kind in err and "--device" in err and "Traceback" not in err
+    if kind == "out of memory":
+        assert "--batch-size" in err and "--dtype float32" in err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--dataset", "moons", "--hidden", str(10**12)], "--hidden"),
+    (["train", "--dataset", "moons", "--hidden", "3", str(10**9)], "--hidden"),
+    (["train", "--dataset", "spirals", "--samples", str(10**12)], "--samples"),
+    (["train", "--dataset", "spirals", "--samples", str(3 * 10**9), "--batch-size", "100"],
+     "--samples"),
+    (["train", "--dataset", "sign-language-digits", "--image-size", str(10**6)],
+     "--image-size"),
+    (["train", "--hidden", "40000", "40000"], "--hidden"),
+    (["gradcheck", "--hidden", str(10**12)], "--hidden"),
+    (["gradcheck", "--batch", str(10**12)], "--batch"),
+], ids=["hidden", "deep-hidden", "samples", "samples-minibatch", "image-size", "mnist-wide",
+        "gradcheck-hidden", "gradcheck-batch"])
+def test_huge_sizes_are_refused_before_allocating(capsys, tmp_path, monkeypatch, argv, flag):
+    def must_not_build(*args, **kwargs):
+        raise AssertionError("built a network or data above the limit")
+
+    monkeypatch.setattr(CLI_MODULE, "MLP", must_not_build)
+    monkeypatch.setattr(xpnn.nn.mlp, "MLP", must_not_build)
+    monkeypatch.setattr(CLI_MODULE, "_load_data", must_not_build)
+    extra = ["--out", str(tmp_path / "o")] if argv[0] == "train" else []
+    code, _, err = run_cli(capsys, *argv, *extra)
+    assert_one_line_error(code, err)
+    assert err.startswith(f"xpnn: error: {flag} is too large"), err
+    assert "16.0 GiB" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sizes_below_the_limit_are_accepted():
+    from xpnn.cli import budget
+
+    # the book's TwoLayerNet: data 70,100 x 784 float32 values dominate (~210 MiB)
+    est = budget.estimate([784, 50, 10], 60000, 10000, 10000, 4, "sgd",
+                          [], ["--hidden"], [])
+    assert 200 * 2**20 < est.total < 300 * 2**20
+    assert est.largest.what.startswith("the data") and "try" not in est.hint()
+    budget.check(est)
+    with pytest.raises(Exception, match="--hidden is too large"):
+        budget.check(budget.estimate([784, 10**6, 10], 60000, 10000, 10000, 4, "adam",
+                                     [], ["--hidden"], []))
+    with pytest.raises(Exception, match="the run is too large"):
+        budget.check(est, limit=2**20)
+
+
+@pytest.mark.parametrize("classes, words", [
+    (["1"], ["--classes", "at least 2"]),
+    (["3", "3"], ["--classes", "repeats"]),
+    (["0", "12"], ["--classes", "0..9"]),
+])
+def test_sign_language_classes_are_checked_before_loading(capsys, tmp_path, monkeypatch,
+                                                          classes, words):
+    monkeypatch.setattr(CLI_MODULE, "_load_data", raise_in_train(AssertionError("loaded")))
+    code, _, err = run_cli(capsys, "train", "--dataset", "sign-language-digits",
+                           "--classes", *classes, "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err)
+    for word in words:
+        assert word in err
+
+
+def test_negative_seed_names_the_flag(capsys, tmp_path):
+    for argv in (["train", "--dataset", "moons", "--seed", "-1", "--out", str(tmp_path)],
+                 ["gradcheck", "--seed", "-5"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert_one_line_error(code, err)
+        assert "--seed" in err
+
+
+def test_library_messages_use_flag_names(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--batch-size", "1000",
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err)
+    assert "--batch-size 1000" in err and "--batch-size full" in err
+    assert "batch_size" not in err
+    empty = tmp_path / "data"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "train", "--data-dir", str(empty), "--no-download",
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err)
+    assert "download=True" not in err and "path=" not in err
+    assert "--no-download" in err and "--data-dir" in err
+
+
+def test_flag_terms_rewrites_keywords_only():
+    from xpnn.cli.errors import in_flag_terms
+
+    assert in_flag_terms("use dtype='float64' for numerical training") == \
+        "use --dtype float64 for numerical training"
+    assert in_flag_terms("seed must be None or a non-negative integer") == \
+        "--seed must be None or a non-negative integer"
+    assert in_flag_terms("eval_batch_size must be a positive integer") == \
+        "eval_batch_size must be a positive integer"  # not a flag: left alone
+    assert in_flag_terms("compile=True needs gradient='backprop'") == \
+        "--compile needs --gradient backprop"
+    assert in_flag_terms("downloaded from https://x/y.gz") == "downloaded from https://x/y.gz"
+
+
+def test_float32_numerical_warning_on_stderr_without_progress(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--dataset", "moons", "--samples", "20",
+                             "--gradient", "numerical", "--dtype", "float32", "--iters", "2",
+                             "--out", str(tmp_path), "--no-progress")
+    assert code == 0, err
+    assert "xpnn: warning: --gradient numerical in float32" in err
+    assert "--dtype float64" in err
+    assert "note: numerical gradients in float32" not in out  # said once, on stderr
+
+
+def test_float32_numerical_warning_said_once_with_progress(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--dataset", "moons", "--samples", "20",
+                             "--gradient", "numerical", "--dtype", "float32", "--iters", "2",
+                             "--out", str(tmp_path))
+    assert code == 0, err
+    assert (out + err).count("in float32") == 1, out + err
+
+
+# -- issue 8.3: --compile ------------------------------------------------------------------
+
+
+def test_compile_flag_is_passed_only_when_given(capsys, tmp_path, monkeypatch):
+    calls = []
+
+    def fake(net, train_set, test_set=None, compile=False, **kwargs):  # noqa: A002
+        calls.append(compile)
+        raise KeyboardInterrupt  # no history: nothing done
+
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+    assert run_cli(capsys, *moons_argv(tmp_path / "a", "--compile"))[0] == 130
+    assert run_cli(capsys, *moons_argv(tmp_path / "b"))[0] == 130
+    assert calls == [True, False]
+
+
+def test_compile_without_trainer_support_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    def old_train(net, train_set, test_set=None, **kwargs):
+        raise AssertionError("not reached")
+
+    old_train.__signature__ = inspect.Signature([
+        inspect.Parameter("net", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    monkeypatch.setattr(CLI_MODULE, "train", old_train)
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile"))
+    assert_one_line_error(code, err)
+    assert "--compile" in err and not (tmp_path / "o").exists()
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile", "--gradient",
+                                               "numerical"))
+    assert_one_line_error(code, err)
+    assert "--compile" in err and "--gradient numerical" in err
+
+
+@pytest.mark.skipif("compile" not in inspect.signature(xpnn.train).parameters,
+                    reason="xpnn.train has no compile= yet")
+def test_compile_trains_for_real(capsys, tmp_path):
+    code, out, err = run_cli(capsys, *moons_argv(tmp_path / "run", "--compile"))
+    assert code == 0, err
+    assert History.load_json(tmp_path / "run" / "history.json").meta["compile"] is True
+
+
+# -- issue 8.4: the namespace, not its name ------------------------------------------------
+
+
+def test_gradcheck_passes_the_namespace_not_the_name(capsys, monkeypatch):
+    """A net whose backend has no registered name (jax.numpy, any array-API namespace)
+    still gets its data: the CLI hands net.xp to xpnn.asarray."""
+
+    class NamelessBackendMLP(xpnn.MLP):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.backend = "some_namespace_without_a_registered_name"
+
+    monkeypatch.setattr(CLI_MODULE, "MLP", NamelessBackendMLP)
+    monkeypatch.setattr(xpnn.nn.mlp, "MLP", NamelessBackendMLP)
+    code, out, err = run_cli(capsys, "gradcheck", "--hidden", "3")
+    assert code == 0, err
+    assert "all passed" in out
+
+
+# -- help and README -----------------------------------------------------------------------
+
+
+def test_help_documents_exit_codes_and_limits(capsys):
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    for text in ("130", "141", "16.0 GiB", "history.json", "--compile"):
+        assert text in " ".join(out.split()), text
+
+
+def test_readme_command_line_section_matches_the_flags():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"),
+                  encoding="utf-8").read()
+    section = readme.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    known = {flag for sub in subs.values() for a in sub._actions for flag in a.option_strings}
+    known |= {flag for a in parser._actions for flag in a.option_strings}
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", section))
+    assert mentioned, "the README's command-line section names no flags"
+    assert mentioned <= known, f"README names flags the CLI lacks: {mentioned - known}"
+    for text in ("130", "--out", "history.json", "model.npz"):
+        assert text in section, text
+
+
+def test_real_ctrl_c_exits_130_with_one_line(tmp_path):
+    """SIGINT to a running `xpnn train`: exit 130, one line on stderr; when the trainer
+    attached the partial history, the files it names are there."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from xpnn.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "train", "--dataset", "moons", "--iters", "100000000",
+         "--eval-every", "1000", "--no-progress", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("xpnn train: moons")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: interrupted"), err
+    if "wrote" in err:
+        history = History.load_json(out / "history.json")
+        assert history.meta["cli"]["stopped"] == "interrupted"
+        checkpoint.load(out / "model.npz")
+    else:
+        assert not out.exists()
+
+
+def test_failed_partial_save_still_reports_the_run_error(capsys, tmp_path, monkeypatch):
+    fake, _ = fake_train_that_raises(lambda: KeyboardInterrupt())
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CLI_MODULE.checkpoint, "save", disk_full)
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run"))
+    assert code == 130
+    assert err.startswith("xpnn: interrupted: could not save") and "No space" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_history_records_the_argv_that_was_run(capsys, tmp_path):
+    argv = moons_argv(tmp_path / "run")
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert History.load_json(tmp_path / "run" / "history.json").meta["cli"]["argv"] == argv

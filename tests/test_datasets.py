@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import array_api_compat
@@ -664,3 +665,162 @@ def test_default_backend_from_environment(monkeypatch):
     monkeypatch.setenv("XPNN_BACKEND", backend)
     x, _ = make_moons(10, seed=0)
     assert backend_name(array_api_compat.array_namespace(x)) == backend
+
+
+# --------------------------------- files that must not cost unbounded memory or time
+
+
+def _peak(call):
+    """(peak bytes traced while ``call()`` runs, what it raised or returned)."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = call()
+        except Exception as exc:  # noqa: BLE001 - inspected by the caller
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1], outcome
+    finally:
+        tracemalloc.stop()
+
+
+def _sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)  # no blocks written: instant, and takes no disk space
+
+
+def test_huge_data_file_is_refused_from_its_size(fake_idx):
+    folder, checksums, _ = fake_idx
+    # known checksum (the real MNIST file): its exact size is known too
+    _sparse(folder / FILES[0], 100 << 30)
+    peak, error = _peak(lambda: load_mnist(path=folder, download=False))
+    assert isinstance(error, DatasetError), error
+    assert "107,374,182,400 bytes" in str(error) and "9,912,422" in str(error)
+    assert peak < 4 << 20
+    # unknown checksum: refused above MAX_IDX_BYTES, still before reading it
+    _sparse(folder / FILES[0], datasets.MAX_IDX_BYTES + 1)
+    peak, error = _peak(lambda: load_mnist(path=folder, download=False,
+                                           checksums={**checksums, FILES[0]: None}))
+    assert isinstance(error, DatasetError) and "more than the" in str(error), error
+    assert peak < 4 << 20
+
+
+def _gz_images_file(folder: Path, checksums: dict, header_n: int, payload: bytes):
+    raw = b"".join(v.to_bytes(4, "big") for v in (0x803, header_n, 28, 28)) + payload
+    blob = gzip.compress(raw, compresslevel=1, mtime=0)
+    (folder / FILES[0]).write_bytes(blob)
+    checksums[FILES[0]] = hashlib.sha256(blob).hexdigest()
+
+
+def test_gzip_payload_is_not_inflated_past_its_header(fake_idx):
+    folder, checksums, _ = fake_idx
+    _gz_images_file(folder, checksums, 3, bytes(40 << 20))  # 3 images, then 40 MB more
+    peak, error = _peak(lambda: load_mnist(path=folder, checksums=checksums))
+    assert isinstance(error, DatasetError) and "announces 3 images" in str(error), error
+    assert peak < 4 << 20
+    _gz_images_file(folder, checksums, 10**7, bytes(784))  # claims 7.8 GB from ~1 KB
+    peak, error = _peak(lambda: load_mnist(path=folder, checksums=checksums))
+    assert isinstance(error, DatasetError) and "more than this" in str(error), error
+    assert peak < 4 << 20
+
+
+@pytest.mark.parametrize("limit", [150, 3000])  # over 2x the limit: error; over 1x: warning
+def test_decompression_bomb_image_is_a_dataset_error(fake_signs, monkeypatch, limit):
+    from PIL import Image
+
+    datasets.clear_cache()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # the 64x64 photo is a "bomb"
+    with pytest.raises(DatasetError, match=r"IMG_9\.JPG is too large"):
+        load_sign_language_digits(path=fake_signs, size=8)
+
+
+def test_undecodable_image_is_a_dataset_error(fake_signs):
+    datasets.clear_cache()
+    good = (fake_signs / "Dataset/1/IMG_0.JPG").read_bytes()
+    (fake_signs / "Dataset/1/IMG_0.JPG").write_bytes(good[: len(good) // 3])
+    with pytest.raises(DatasetError, match=r"cannot decode image .*IMG_0\.JPG"):
+        load_sign_language_digits(path=fake_signs, size=8)
+
+
+@pytest.mark.parametrize("size", [257, 10**6])
+def test_huge_image_size_is_refused_before_decoding(fake_signs, size):
+    with pytest.raises(ValueError, match=rf"size must be an integer <= 256, got {size}"):
+        load_sign_language_digits(path=fake_signs, size=size)
+
+
+@pytest.mark.parametrize("name,words", [
+    ("²", "not named by a plain decimal label"),   # str.isdigit() is True, int() fails
+    ("٣", "not named by a plain decimal label"),   # int() would read it as 3
+    ("1234567", "not named by a plain decimal label"),
+    ("01", "both mean label 1"),
+])
+def test_odd_class_folder_names(fake_signs, name, words):
+    from PIL import Image
+
+    datasets.clear_cache()
+    folder = fake_signs / "Dataset" / name
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "IMG_0.JPG")
+    with pytest.raises(DatasetError, match=words) as info:
+        load_sign_language_digits(path=fake_signs, size=8)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"classes": 1}, "classes must be a sequence"),
+    ({"classes": "01"}, "classes must be a sequence"),
+    ({"classes": [0.0, 1.0]}, "class labels must be integers"),
+    ({"classes": ()}, "no classes given"),
+    ({"classes": (1, 1)}, "repeats"),
+    ({"flatten": "no"}, "flatten must be True or False"),
+    ({"stratify": None}, "stratify must be True or False"),
+    ({"path": 123}, "path must be a folder name"),
+])
+def test_sign_language_arguments_are_named_before_decoding(fake_signs, monkeypatch, kwargs,
+                                                          words):
+    def no_decoding(*args):
+        raise AssertionError("decoded images before checking the arguments")
+
+    monkeypatch.setattr(datasets, "_decode_sign_dataset", no_decoding)
+    with pytest.raises(ValueError, match=words):
+        load_sign_language_digits(**{"path": fake_signs, "size": 8, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"normalize": "yes"}, "normalize must be True or False"),
+    ({"one_hot_label": 1}, "one_hot_label must be True or False"),
+    ({"download": "false"}, "download must be True or False"),
+    ({"path": 3.5}, "path must be a folder name"),
+    ({"checksums": {FILES[0]: "abc"}}, r"checksums\['train-images-idx3-ubyte.gz'\]"),
+])
+def test_idx_arguments_are_named(fake_idx, kwargs, words):
+    folder, checksums, _ = fake_idx
+    with pytest.raises(ValueError, match=words):
+        load_mnist(**{"path": folder, "checksums": checksums, **kwargs})
+
+
+def test_large_class_labels_need_no_table(fake_signs):
+    datasets.clear_cache()
+    (fake_signs / "Dataset" / "2").rename(fake_signs / "Dataset" / "999999")
+    (_, t), (_, tt) = load_sign_language_digits(path=fake_signs, classes=(999999, 0), size=8)
+    np.testing.assert_array_equal(np.bincount(np.concatenate([t, tt])), [6, 5])
+
+
+def test_too_many_images_for_the_memory_bound(fake_signs, monkeypatch):
+    datasets.clear_cache()
+    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8 - 1)  # the 16 fakes at 8x8
+    with pytest.raises(DatasetError, match="16 images under .* at 8x8 would take 1,024 bytes"):
+        load_sign_language_digits(path=fake_signs, size=8)
+    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8)
+    load_sign_language_digits(path=fake_signs, size=8)
+
+
+def test_download_stops_at_the_known_size(server, cache):
+    # a mirror that serves more bytes than the real file has (here 12 MB instead of
+    # MNIST's 9,912,422) is cut off there instead of being read to its end
+    huge = server.root / "huge"
+    huge.mkdir()
+    with open(huge / FILES[0], "wb") as f:
+        f.truncate(12 << 20)
+    with pytest.raises(DatasetError, match=r"larger than 9,912,422 bytes"):
+        load_mnist(mirrors=[server.url + "huge/"])
+    assert files_in(cache) == []

@@ -249,8 +249,8 @@ def test_config_round_trip_keeps_architecture_and_given_params(backend):
 
 @pytest.mark.parametrize("change, match", [
     (lambda p: p.update(W1=np.zeros((5, 6))), "W1 has shape"),
-    (lambda p: p.pop("b2"), "missing b2"),
-    (lambda p: p.update(W9=np.zeros(1)), "unexpected W9"),
+    (lambda p: p.pop("b2"), "missing parameters b2"),
+    (lambda p: p.update(W9=np.zeros(1)), "unexpected entries W9"),
     (lambda p: p.update(b1=np.full(6, np.nan)), "NaN or inf"),
     (lambda p: p.update(b1=np.arange(6)), "not floating"),
 ])

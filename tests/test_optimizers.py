@@ -298,9 +298,11 @@ def test_pure_update_rejects_bad_learning_rates(to_backend):
     tx = optim.sgd()
     params = {"W": to_backend(np.ones(2), "float64")}
     grads, state = {"W": to_backend(np.ones(2), "float64")}, tx.init(params)
-    for lr in (0.0, -1.0, math.nan, math.inf):
+    for lr in (-1.0, -1e-300, math.nan, math.inf):
         with pytest.raises(ValueError, match="lr must be positive"):
             tx.update(grads, state, params, lr)
+    unchanged, _ = tx.update(grads, state, params, 0.0)  # a schedule annealed to 0
+    np.testing.assert_array_equal(xpnn.to_numpy(unchanged["W"]), np.ones(2))
     with pytest.raises(TypeError, match="0-d array"):
         tx.update(grads, state, params, to_backend([0.1, 0.1], "float64"))
     with pytest.raises(TypeError, match=r"lr has dtype .*float32.* params\['W'\]"):
@@ -350,7 +352,7 @@ def test_state_from_another_network_is_refused(name):
     assert int(opt.state["count"]) == 1 and opt.state["W1"]["v"].shape == (784, 5)
 
 
-@pytest.mark.parametrize("lr", [0, -0.1, math.nan, math.inf, "0.1", None, True])
+@pytest.mark.parametrize("lr", [-0.1, math.nan, math.inf, -math.inf, "0.1", None, True])
 def test_setting_a_bad_lr_raises_at_once(lr):
     opt = Adam(lr=0.01)
     with pytest.raises((ValueError, TypeError), match="lr must be"):
@@ -358,6 +360,19 @@ def test_setting_a_bad_lr_raises_at_once(lr):
     assert opt.lr == 0.01
     opt.lr = 0.5
     assert opt.lr == 0.5 and opt.hyperparams()["lr"] == 0.5
+
+
+def test_a_schedule_may_anneal_lr_to_zero():
+    """The trainer sets opt.lr = base_lr * factor and allows factor 0 (CosineLR past
+    total_iters, min_factor 0): that step must not move the params (nor raise)."""
+    opt = SGD(lr=0.1)
+    params = {"W": np.ones(2)}
+    opt.lr = 0.1 * CosineLR(2, min_factor=0.0)(5)
+    assert opt.lr == 0.0
+    opt.update(params, {"W": np.ones(2)})
+    np.testing.assert_array_equal(params["W"], np.ones(2))
+    with pytest.raises(ValueError, match="lr must be positive"):
+        SGD(lr=0.0)  # a zero base rate would never train
 
 
 def test_coefficients_are_fixed_at_construction():

@@ -192,3 +192,21 @@ def test_history_json_layout_is_readable(moons_run, tmp_path):
     flat = plotting._history_dict(data)
     assert flat["iteration"] == history.iteration
     assert flat["meta"]["loss"] == "softmax_cross_entropy"
+
+
+def test_nets_on_a_namespace_without_a_registered_name(backend, tmp_path):
+    """Plots hand net.xp (the namespace) to xpnn.asarray, never net.backend (a display
+    name): a net on jax.numpy or any other array-API namespace has no name that the
+    backend lookup knows."""
+    name, device = backend
+    x, t = make_moons(40, noise=0.2, seed=2)
+    net = xpnn.MLP([2, 3, 2], activation="tanh", weight_init="xavier", backend=name,
+                   device=device, seed=0)
+    net.backend = "a_namespace_without_a_registered_name"
+    png_size(plotting.plot_decision_boundary(net, x, t, tmp_path / "db.png", resolution=30))
+    png_size(plotting.plot_decision_boundaries({"a": net}, x, t, tmp_path / "grid.png",
+                                               resolution=30))
+    reg = xpnn.MLP([1, 1], loss="mse", backend=name, device=device, seed=0)
+    reg.backend = net.backend
+    xr, tr = load_car_prices()
+    png_size(plotting.plot_regression(reg, xr, tr, tmp_path / "reg.png"))

@@ -246,7 +246,7 @@ def _predict_classes(net, xh: np.ndarray, chunk: int = 65536) -> np.ndarray:
         raise ValueError("decision boundaries need a classifier, not the regression loss 'mse'")
     out = []
     for start in range(0, xh.shape[0], chunk):
-        xb = asarray(xh[start:start + chunk], backend=net.backend, device=net.device,
+        xb = asarray(xh[start:start + chunk], backend=net.xp, device=net.device,
                      dtype=net.dtype_name)
         p = to_numpy(net.predict(xb))
         out.append((p[:, 0] > 0.5).astype(np.int64) if p.shape[1] == 1 else p.argmax(axis=1))
@@ -254,8 +254,8 @@ def _predict_classes(net, xh: np.ndarray, chunk: int = 65536) -> np.ndarray:
 
 
 def _net_loss_acc(net, xh, th):
-    x = asarray(xh, backend=net.backend, device=net.device, dtype=net.dtype_name)
-    t = asarray(th, backend=net.backend, device=net.device)
+    x = asarray(xh, backend=net.xp, device=net.device, dtype=net.dtype_name)
+    t = asarray(th, backend=net.xp, device=net.device)
     return float(net.loss(x, t)), float(net.accuracy(x, t))
 
 
@@ -349,7 +349,7 @@ def plot_regression(net, x, t, path, title=None, xlabel="x", ylabel="y") -> Path
         )
     span = xh.max() - xh.min() if xh.size > 1 else 1.0
     grid = np.linspace(xh.min() - 0.1 * span, xh.max() + 0.1 * span, 200).reshape(-1, 1)
-    xb = asarray(grid, backend=net.backend, device=net.device, dtype=net.dtype_name)
+    xb = asarray(grid, backend=net.xp, device=net.device, dtype=net.dtype_name)
     yh = to_numpy(net.predict(xb)).reshape(-1)
     if len(net.sizes) == 2:
         w = float(to_numpy(net.params["W1"]).reshape(-1)[0])

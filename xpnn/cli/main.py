@@ -7,12 +7,15 @@
 
 Bad flags and bad values end in one line ``xpnn: error: ...`` on stderr and exit
 code 2 (set ``XPNN_DEBUG=1`` to see the traceback of a library error instead).
+A run that fails or is interrupted after training started still writes what it did
+(history.json, model.npz) and says where; see ``main`` for the exit codes.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import math
 import os
 import sys
@@ -20,6 +23,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ..io import checkpoint
+from ..nn.mlp import MLP
+from ..optim import make_optimizer
+from ..training import TrainingDivergedError, train
+from . import budget
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    CLIError,
+    describe,
+    in_flag_terms,
+    one_line,
+)
+from .output import OutputFolder
 
 DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals")
 TOY = ("moons", "spirals")
@@ -55,9 +73,20 @@ FLOAT64_NOTE = (
     "the true W1 gradient (at most ~1e-3)"
 )
 
+#: shown on stderr (whatever --no-progress/--quiet say) for numerical training in float32
+FLOAT32_NUMERICAL_WARNING = (
+    "xpnn: warning: --gradient numerical in float32 (central differences with step "
+    "{h:g}) is only ~1e-3 accurate relative to the gradient, and on MNIST's W1 the error "
+    "exceeds the gradient itself; use --dtype float64"
+)
+#: how the trainer's own line about the same thing starts (not repeated)
+_TRAINER_FLOAT32_NOTE = "note: numerical gradients in float32"
 
-class CLIError(Exception):
-    """A bad combination of flags found after parsing: exit code 2."""
+#: input width and rows (train, test) of the fixed-size datasets, for the estimate
+_DATASET_SHAPES = {"mnist": (784, 60000, 10000), "fashion-mnist": (784, 60000, 10000)}
+_SIGN_LANGUAGE_IMAGES = 2062  # all ten classes, before the train/test split
+SIGN_LANGUAGE_IMAGE_SIZE = 64
+TOY_NOISE = 0.2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +211,22 @@ def _optimizer_names():
 # ------------------------------------------------------------------ parser
 
 
+_EXIT_CODES = (
+    "exit codes: 0 done; 1 the run failed (diverged, out of memory, GPU or I/O error) or a\n"
+    "gradient check did not pass; 2 bad flags or values, missing backend or data;\n"
+    "130 interrupted (Ctrl-C); 141 stdout closed early (e.g. '| head -1')."
+)
+
+_LIMITS = (
+    "after training started, a failure or Ctrl-C still writes history.json and model.npz\n"
+    "(the last good parameters) for what was done, and says where. A run whose memory\n"
+    "estimate (data + parameters, gradients, optimizer state + activations of one batch)\n"
+    f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} is refused before anything is "
+    "allocated, naming the flag\nto shrink (--hidden, --samples, --image-size, "
+    "--batch-size)."
+)
+
+
 def _add_backend_flags(p, dtype_help: str):
     p.add_argument("--backend", default=None,
                    help="array backend: numpy, torch, cupy or array_api_strict "
@@ -217,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  xpnn gradcheck --activation relu           # backprop vs central differences\n"
                "\ndata: MNIST files are read from --data-dir, else $XPNN_DATA_DIR/mnist, else\n"
                "the cache ~/.cache/xpnn/mnist (downloaded when missing).\n"
-               "set XPNN_DEBUG=1 to get tracebacks instead of one-line errors.",
+               "set XPNN_DEBUG=1 to get tracebacks instead of one-line errors.\n"
+               "\n" + _EXIT_CODES,
     )
     from .. import __version__
 
@@ -233,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "decision_boundary.png for the 2-D datasets) into --out.\n"
                     "With no flags: the book's TwoLayerNet 784-50-10 (sigmoid, init std "
                     "0.01,\nSGD lr 0.1, batch 100, 10,000 iterations) on MNIST.",
-        epilog=_preset_table(),
+        epilog=_preset_table() + "\n\n" + _LIMITS + "\n\n" + _EXIT_CODES,
     )
     g = t.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, default="mnist", help="what to train on")
@@ -246,13 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", type=_nonneg_int, nargs="+", default=None, metavar="K",
                    help="sign-language-digits: the digits to keep, relabelled 0..k-1 in "
                         "this order, e.g. --classes 0 1 (default: all ten)")
-    g.add_argument("--image-size", type=_positive_int, default=64,
-                   help="sign-language-digits: images are resized to SIZE x SIZE")
+    g.add_argument("--image-size", type=_positive_int, default=None, metavar="SIZE",
+                   help="sign-language-digits: images are resized to SIZE x SIZE "
+                        f"(default: {SIGN_LANGUAGE_IMAGE_SIZE})")
     g.add_argument("--samples", type=_positive_int, default=None,
                    help="moons/spirals: number of points (default: moons 200, spirals 300); "
                         "a test set of the same size is drawn with seed+1")
-    g.add_argument("--noise", type=_nonneg_float, default=0.2,
-                   help="moons/spirals: Gaussian noise std")
+    g.add_argument("--noise", type=_nonneg_float, default=None,
+                   help=f"moons/spirals: Gaussian noise std (default: {TOY_NOISE})")
 
     g = t.add_argument_group("network")
     h = g.add_mutually_exclusive_group()
@@ -293,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--h", type=_positive_float, default=None,
                    help="step of the central differences (default: 1e-5 in float64, 5e-3 "
                         "in float32)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seed of the initial weights, the batch order and the toy data")
+    g.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seed (>= 0) of the initial weights, the batch order, the toy data "
+                        "and the sign-language train/test split")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the training step with the backend's compiler "
+                        "(xpnn.train(compile=True)); needs an xpnn.train that has it")
     g.add_argument("--eval-every", type=_positive_int, default=None, metavar="ITERS",
                    help="evaluate train/test loss and accuracy every ITERS iterations "
                         "(default: the trainer's: once per epoch; full-batch runs: 100 "
@@ -333,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="STD|xavier|he", help="initial weights")
     c.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="L2 penalty")
     c.add_argument("--batch", type=_positive_int, default=8, help="rows of random data")
-    c.add_argument("--seed", type=int, default=0, help="seed of weights and data")
+    c.add_argument("--seed", type=_nonneg_int, default=0, help="seed (>= 0) of weights and data")
     c.add_argument("--h", type=_positive_float, default=None,
                    help="central-difference step (default: 1e-5 in float64, 5e-3 in float32)")
     c.add_argument("--threshold", type=_positive_float, default=None,
@@ -391,11 +442,46 @@ def _resolve_train_config(args) -> dict:
     cfg["dtype"] = args.dtype or ("float64" if args.gradient == "numerical" else "float32")
     if args.classes is not None and args.dataset != "sign-language-digits":
         raise CLIError("--classes applies to --dataset sign-language-digits only")
-    if args.samples is not None and args.dataset not in TOY:
-        raise CLIError("--samples applies to --dataset moons or spirals only")
+    for flag, value, datasets in (("--samples", args.samples, TOY),
+                                  ("--noise", args.noise, TOY),
+                                  ("--image-size", args.image_size, ("sign-language-digits",))):
+        if value is not None and args.dataset not in datasets:
+            raise CLIError(f"{flag} applies to --dataset {' or '.join(datasets)} only")
+    if args.image_size is None:
+        args.image_size = SIGN_LANGUAGE_IMAGE_SIZE
+    if args.noise is None:
+        args.noise = TOY_NOISE
     if args.h is not None and args.gradient != "numerical":
         raise CLIError("--h applies to --gradient numerical only")
+    if args.classes is not None:
+        _check_sign_language_classes(args.classes)
+    if args.compile and args.gradient != "backprop":
+        raise CLIError("--compile compiles the backprop step; it does not apply to "
+                       "--gradient numerical")
+    if args.compile and not _train_accepts("compile"):
+        raise CLIError("--compile needs an xpnn.train that accepts compile=True; this "
+                       "version's does not")
     return cfg
+
+
+def _check_sign_language_classes(classes) -> None:
+    if len(classes) < 2:
+        raise CLIError(
+            f"--classes needs at least 2 digits to tell apart, got {len(classes)} "
+            f"({' '.join(map(str, classes))}); e.g. --classes 0 1"
+        )
+    if len(set(classes)) != len(classes):
+        raise CLIError(f"--classes repeats a digit: {' '.join(map(str, classes))}")
+    bad = [c for c in classes if c > 9]
+    if bad:
+        raise CLIError(f"--classes takes digits 0..9, got {' '.join(map(str, bad))}")
+
+
+def _train_accepts(keyword: str) -> bool:
+    try:
+        return keyword in inspect.signature(train).parameters
+    except (TypeError, ValueError):  # not introspectable: let the call decide
+        return True
 
 
 def _dataset_path(data_dir, folder: str):
@@ -448,7 +534,7 @@ def _default_out(dataset: str) -> Path:
     return out
 
 
-def _final_metrics(history, net, train, test):
+def _final_metrics(history, net, train_set, test_set):
     """(train_acc, test_acc, train_loss, test_loss) of the final network."""
     final = getattr(history, "final", None)
     if callable(final):
@@ -456,10 +542,10 @@ def _final_metrics(history, net, train, test):
     vals = {}
     if isinstance(final, dict):
         vals = {k: final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")}
-    if vals.get("train_acc") is None or (test is not None and vals.get("test_acc") is None):
-        vals["train_loss"], vals["train_acc"] = _evaluate(net, *train)
-        if test is not None:
-            vals["test_loss"], vals["test_acc"] = _evaluate(net, *test)
+    if vals.get("train_acc") is None or (test_set is not None and vals.get("test_acc") is None):
+        vals["train_loss"], vals["train_acc"] = _evaluate(net, *train_set)
+        if test_set is not None:
+            vals["test_loss"], vals["test_acc"] = _evaluate(net, *test_set)
     return vals
 
 
@@ -478,28 +564,122 @@ def _fmt(v, digits=4):
     return "n/a" if v is None else f"{float(v):.{digits}f}"
 
 
-def cmd_train(args) -> int:
-    from ..io import checkpoint
-    from ..nn.mlp import MLP
-    from ..optim import make_optimizer
-    from ..training import train
+def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
+    """Memory estimate of the run from the flags alone (before loading anything)."""
+    name = args.dataset
+    if name in _DATASET_SHAPES:
+        n_in, n_train, n_test = _DATASET_SHAPES[name]
+        data_flags = []  # fixed size
+    elif name == "sign-language-digits":
+        n_in = args.image_size ** 2
+        n_rows = _SIGN_LANGUAGE_IMAGES * (len(args.classes) if args.classes else 10) // 10
+        n_test = n_rows // 5  # the loader's default test_size=0.2
+        n_train = n_rows - n_test
+        data_flags = ["--image-size"]
+    else:
+        n_in, n_train = 2, (args.samples or (200 if name == "moons" else 300))
+        n_test = n_train
+        data_flags = ["--samples"]
+    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
+    batch = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
+    width_flags = ["--hidden"] + (["--image-size"] if name == "sign-language-digits" else [])
+    if batch <= budget.EVAL_CHUNK:
+        rows_flags = []  # the evaluation chunk is the largest batch
+    elif cfg["batch_size"] is None and name in TOY:  # full batch: every point at once
+        rows_flags = ["--samples", "--batch-size"]
+    else:
+        rows_flags = ["--batch-size"]
+    rows = max(batch, min(budget.EVAL_CHUNK, max(n_train, n_test)))
+    return budget.estimate(
+        [n_in, *cfg["hidden"], n_out], n_train, n_test, rows,
+        itemsize=8 if cfg["dtype"] == "float64" else 4, optimizer=args.optimizer,
+        data_flags=data_flags, width_flags=width_flags, rows_flags=rows_flags,
+    )
 
+
+def _n_classes(args) -> int:
+    if args.dataset == "sign-language-digits":
+        return len(args.classes) if args.classes else 10
+    return {"moons": 2, "spirals": 3}.get(args.dataset, 10)
+
+
+def _trainer_log(args, warned_float32: bool):
+    """The ``log`` handed to xpnn.train: stdout, library wording in flag terms, and the
+    trainer's float32 note dropped when the CLI has already warned on stderr."""
+    if args.quiet:
+        return lambda *parts, **kwargs: None
+
+    def log(*parts, **kwargs):
+        text = " ".join(map(str, parts))
+        if text.startswith(_TRAINER_FLOAT32_NOTE):
+            if warned_float32:
+                return
+            text = in_flag_terms(text)
+        print(text, flush=True)
+
+    return log
+
+
+def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
+    """Write history.json and model.npz for a run that ended by ``exc`` after training
+    started (``exc.history``, attached by xpnn.train); return the note for the error
+    line, or None when the trainer recorded nothing."""
+    history = getattr(exc, "history", None)
+    if history is None or not len(history):
+        return None
+    if isinstance(exc, KeyboardInterrupt):
+        reason = "interrupted"
+    elif isinstance(exc, TrainingDivergedError):
+        reason = "diverged"
+    else:
+        reason = "error"
+    cli = dict(cli_meta, stopped=reason, error=f"{type(exc).__name__}: {one_line(exc)}")
+    history.meta["cli"] = cli
+    try:
+        history.save_json(out / "history.json")
+        checkpoint.save(net, out / "model.npz")
+    except Exception as save_error:  # report the run's own error, and this one
+        return f"could not save the partial run to {out} ({one_line(save_error)})"
+    if isinstance(exc, TrainingDivergedError):
+        done = None  # the error message says where it diverged
+        at = history.meta.get("restored_iteration")
+    else:  # xpnn.train leaves the net at the last completed step
+        done = at = history.meta.get("interrupted_at")
+    params = "the last parameters" if at is None else f"the parameters after iteration {at}"
+    evaluations = f"{len(history)} evaluation" + ("s" if len(history) != 1 else "")
+    wrote = (f"wrote history.json ({evaluations}, the last at iteration "
+             f"{history.iteration[-1]}) and model.npz ({params}) to {out}")
+    return (f"stopped after iteration {done}; " if done is not None else "") + wrote
+
+
+def cmd_train(args) -> int:
     cfg = _resolve_train_config(args)
     if args.quiet:
         args.no_progress = True
-    out = Path(args.out).expanduser() if args.out else _default_out(args.dataset)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
-
-    if args.gradient == "numerical" and cfg["dtype_defaulted"]:
-        _say(args, FLOAT64_NOTE)
-    (x_tr, t_tr), (x_te, t_te), n_classes = _load_data(args, cfg, args.backend, args.device)
+    n_classes = _n_classes(args)
     if args.loss == "binary_cross_entropy" and n_classes != 2:
         raise CLIError(
             f"binary_cross_entropy needs a 2-class task but {args.dataset} has {n_classes} "
             f"classes" + (" (pick two with --classes A B)"
                           if args.dataset == "sign-language-digits" else "")
         )
+    estimate = _train_estimate(args, cfg, n_classes)
+    budget.check(estimate)
+    args.memory_hint = estimate.hint()
+
+    out = OutputFolder(args.out if args.out else _default_out(args.dataset))
+    out.prepare()
+    try:
+        return _run_training(args, cfg, out)
+    except BaseException:
+        out.discard()  # only while empty: an error before anything was written
+        raise
+
+
+def _run_training(args, cfg, out: OutputFolder) -> int:
+    if args.gradient == "numerical" and cfg["dtype_defaulted"]:
+        _say(args, FLOAT64_NOTE)
+    (x_tr, t_tr), (x_te, t_te), n_classes = _load_data(args, cfg, args.backend, args.device)
     n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
     net = MLP(
@@ -521,24 +701,35 @@ def cmd_train(args) -> int:
          f"{net.backend} {net.dtype_name}, sizes {sizes}, "
          f"{cfg['activation'] if sizes[1:-1] else 'no hidden layer'}, {args.optimizer} "
          f"lr {cfg['lr']:g}, {bs}, {length}, {args.gradient} gradients")
-    out.mkdir(parents=True, exist_ok=True)
+    warned_float32 = args.gradient == "numerical" and net.dtype_name == "float32"
+    if warned_float32:
+        h = args.h if args.h is not None else net.default_h()
+        print(FLOAT32_NUMERICAL_WARNING.format(h=h), file=sys.stderr, flush=True)
 
-    log = (lambda *a, **k: None) if args.quiet else print
+    cli_meta = {
+        "argv": args.argv, "dataset": args.dataset, "sizes": sizes,
+        **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
+    }
+    options = {"compile": True} if args.compile else {}
     start = time.perf_counter()
-    history = train(
-        net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer, batch_size=cfg["batch_size"],
-        iters=cfg["iters"], epochs=cfg["epochs"], gradient=args.gradient,
-        eval_every=eval_every, seed=args.seed, progress=not args.no_progress, h=args.h,
-        log=log,
-    )
+    try:
+        history = train(
+            net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer,
+            batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
+            gradient=args.gradient, eval_every=eval_every, seed=args.seed,
+            progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
+            **options,
+        )
+    except BaseException as exc:
+        note = _save_partial(exc, net, out, cli_meta)
+        if note:
+            exc.xpnn_saved = note
+        raise
     wall = time.perf_counter() - start
 
     meta = getattr(history, "meta", None)
     if isinstance(meta, dict):
-        meta.setdefault("cli", {
-            "argv": list(sys.argv[1:]), "dataset": args.dataset, "sizes": sizes,
-            **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
-        })
+        meta.setdefault("cli", cli_meta)
     history.save_json(out / "history.json")
     checkpoint.save(net, out / "model.npz")
     written = ["history.json", "model.npz"]
@@ -553,6 +744,9 @@ def cmd_train(args) -> int:
             written.append("decision_boundary.png")
     except ImportError as exc:
         print(f"xpnn: warning: no plots ({exc})", file=sys.stderr)
+    except BaseException as exc:
+        exc.xpnn_saved = f"{' and '.join(written)} were written to {out}"
+        raise
 
     iters_done = history.iteration[-1] if getattr(history, "iteration", None) else cfg["iters"]
     m = _final_metrics(history, net, (x_tr, t_tr), (x_te, t_te))
@@ -572,7 +766,6 @@ def cmd_train(args) -> int:
 def cmd_gradcheck(args) -> int:
     from ..backend import asarray
     from ..nn.gradcheck import gradient_check
-    from ..nn.mlp import MLP
 
     dtype = args.dtype or "float64"
     hidden = list(args.hidden)
@@ -581,6 +774,13 @@ def cmd_gradcheck(args) -> int:
     if args.loss == "softmax_cross_entropy" and n_out < 2:
         raise CLIError("softmax_cross_entropy needs --classes >= 2")
     sizes = [args.inputs, *hidden, n_out]
+    estimate = budget.estimate(
+        sizes, args.batch, 0, args.batch, itemsize=8 if dtype == "float64" else 4,
+        optimizer="sgd", data_flags=["--batch", "--inputs"],
+        width_flags=["--hidden", "--inputs", "--classes"], rows_flags=["--batch"],
+    )
+    budget.check(estimate)
+    args.memory_hint = estimate.hint()
     net = MLP(sizes, activation=activation, loss=args.loss, weight_init=args.weight_init,
               weight_decay=args.weight_decay, backend=args.backend, device=args.device,
               dtype=dtype, seed=args.seed)
@@ -592,8 +792,9 @@ def cmd_gradcheck(args) -> int:
         t = rng.integers(0, 2, args.batch)
     else:
         t = rng.standard_normal((args.batch, n_out))
-    x = asarray(x, backend=net.backend, device=net.device, dtype=net.dtype_name)
-    t = asarray(t, backend=net.backend, device=net.device,
+    # the namespace itself, not its name: any array-API namespace works
+    x = asarray(x, backend=net.xp, device=net.device, dtype=net.dtype_name)
+    t = asarray(t, backend=net.xp, device=net.device,
                 dtype=net.dtype_name if args.loss == "mse" else None)
     print(f"{net!r}, batch {args.batch}, {net.n_params} parameters")
     result = gradient_check(net, x, t, threshold=args.threshold, h=args.h, method=args.method,
@@ -605,46 +806,80 @@ def cmd_gradcheck(args) -> int:
 # ------------------------------------------------------------------ entry point
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``xpnn ... | head -1``): point stdout (and stderr
+    when it is the same pipe) at /dev/null so that Python's flush at exit finds no
+    broken pipe, and exit quietly (the recipe of the Python docs, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        targets = [sys.stdout]
+        try:
+            if os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())):
+                targets.append(sys.stderr)
+        except (AttributeError, OSError, ValueError):
+            pass
+        for stream in targets:
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):  # not a real file (tests)
+                pass
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
-def _exit_code(exc: BaseException):
-    """Exit code for an error the library raised on purpose, None for a bug."""
-    from ..training import TrainingDivergedError
-
-    if isinstance(exc, TrainingDivergedError):
-        return 1  # the run failed (lr too large ...), the flags were well-formed
-    if isinstance(exc, (ValueError, TypeError, ImportError, FileNotFoundError)):
-        return 2  # bad values, missing backend or data files
-    if isinstance(exc, OSError):
-        return 1  # cannot write the output folder, disk full, ...
-    return None
+def _report(message: str) -> None:
+    """One line on stderr; a closed stderr is not worth a traceback."""
+    try:
+        print(f"xpnn: {message}", file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        pass
 
 
 def main(argv=None) -> int:
     """Run the ``xpnn`` command; returns the exit code: 0 ok, 1 failed (a gradient check
-    that did not pass, a diverged run, an I/O error), 2 bad flags or values, 130 Ctrl-C."""
+    that did not pass, a diverged run, out of memory, a GPU or I/O error), 2 bad flags or
+    values, 130 Ctrl-C, 141 stdout closed early (``| head -1``).
+
+    Failures are one line ``xpnn: error: ...`` on stderr in flag terms, plus where the
+    results of an interrupted or failed run were written; ``XPNN_DEBUG=1`` re-raises
+    library errors with their traceback instead.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _main(argv) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad flag (already printed)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("XPNN_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except CLIError as exc:
-        print(f"xpnn: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("xpnn: interrupted", file=sys.stderr)
-        return 130
+    except BrokenPipeError:
+        raise
+    except KeyboardInterrupt as exc:
+        saved = getattr(exc, "xpnn_saved", None)
+        _report("interrupted" + (f": {saved}" if saved else ""))
+        return EXIT_INTERRUPTED
     except Exception as exc:
-        code = _exit_code(exc)
-        if debug or code is None:
+        described = describe(exc, getattr(args, "memory_hint", None))
+        saved = getattr(exc, "xpnn_saved", None)
+        if described is None or (debug and not isinstance(exc, CLIError)):
+            if saved:  # a bug: its traceback follows, but the work is not lost
+                _report(f"{saved} (before the error below)")
             raise
-        print(f"xpnn: error: {_one_line(exc)}", file=sys.stderr)
+        code, message = described
+        if saved:
+            message = f"{message.rstrip('.')}; {saved}"
+        _report(f"error: {message}")
         return code
 
 

@@ -10,21 +10,29 @@ Where data is looked for:
 * MNIST / Fashion-MNIST: ``path=``, else ``$XPNN_DATA_DIR/mnist`` (``fashion-mnist``)
   when ``XPNN_DATA_DIR`` is set, else the user cache ``$XPNN_CACHE_DIR/mnist`` or
   ``~/.cache/xpnn/mnist``. Missing files are downloaded from a list of mirrors and
-  every file is checked against its known SHA-256 on every load.
+  every file is checked against its known size (:data:`KNOWN_SIZES`, before it is
+  read; at most :data:`MAX_IDX_BYTES` when the size is not known) and SHA-256 (read
+  in chunks) on every load; a gzip is never inflated past the size its IDX header
+  announces.
 * Sign Language Digits: ``path=``, else ``$XPNN_DATA_DIR/sign-language-digits``
-  (no download; the folder holds ``Dataset/<digit>/*.JPG``).
+  (no download; the folder holds ``Dataset/<digit>/*.JPG``, class folders named by
+  plain ASCII decimal labels).
 
-Errors about the data itself (missing, corrupt, malformed files) are
-:class:`DatasetError`, a :class:`ValueError`.
+Errors about the data itself (missing, corrupt, malformed, oversized files,
+decompression-bomb images) are :class:`DatasetError`, a :class:`ValueError`; bad
+arguments are ValueErrors naming the parameter.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import numbers
 import os
+import re
+import struct
 import sys
 import tempfile
 import urllib.request
@@ -98,6 +106,26 @@ FASHION_MNIST_SHA256 = {
     TEST_LABELS: "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
 }
 
+#: Byte sizes of the files with the known checksums above: a file of another size is
+#: refused from its size alone, before it is read or hashed.
+KNOWN_SIZES = {
+    MNIST_SHA256[TRAIN_IMAGES]: 9912422,
+    MNIST_SHA256[TRAIN_LABELS]: 28881,
+    MNIST_SHA256[TEST_IMAGES]: 1648877,
+    MNIST_SHA256[TEST_LABELS]: 4542,
+    FASHION_MNIST_SHA256[TRAIN_IMAGES]: 26421880,
+    FASHION_MNIST_SHA256[TRAIN_LABELS]: 29515,
+    FASHION_MNIST_SHA256[TEST_IMAGES]: 4422102,
+    FASHION_MNIST_SHA256[TEST_LABELS]: 5148,
+}
+
+#: The largest IDX file (as stored, .gz or not) read when its size is not known from
+#: its checksum, and the largest decompressed IDX payload: 256 MiB is over 300,000
+#: 28x28 images, five times MNIST's training set.
+MAX_IDX_BYTES = 256 << 20
+#: deflate cannot expand data by more than ~1032x; a header claiming more is damaged
+_DEFLATE_MAX_RATIO = 1032
+
 #: Seconds to wait on a mirror before giving up on it.
 DOWNLOAD_TIMEOUT = 60.0
 _CHUNK = 1 << 20
@@ -127,8 +155,47 @@ def _resolve_idx_dir(path, folder: str) -> tuple[Path, bool]:
     return _cache_root() / folder, False
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _size_limit(name: str, expected: str | None) -> tuple[int, bool]:
+    """(the most bytes ``name`` may have, whether that is its exact known size)."""
+    known = KNOWN_SIZES.get(expected) if expected is not None else None
+    return (known, True) if known is not None else (MAX_IDX_BYTES, False)
+
+
+def _size_problem(name: str, where, size: int, expected: str | None) -> str | None:
+    """Why a file of ``size`` bytes cannot be ``name`` (None when it may be)."""
+    limit, exact = _size_limit(name, expected)
+    if exact and size != limit:
+        return f"{name} ({where}) has {size:,} bytes, but the file with SHA-256 {expected} " \
+               f"has {limit:,}"
+    if size > limit:
+        return f"{name} ({where}) has {size:,} bytes, more than the {limit:,} an IDX file " \
+               f"may have"
+    return None
+
+
+def _read_verified(file: Path, name: str, expected: str | None) -> tuple[bytes, str | None]:
+    """(the bytes of ``file``, the problem with them or None): the size is checked
+    before anything is read, then the file is read and hashed in chunks."""
+    size = file.stat().st_size
+    problem = _size_problem(name, file, size, expected)
+    if problem is not None:
+        return b"", problem
+    digest = hashlib.sha256()
+    chunks = []
+    with open(file, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            chunks.append(chunk)
+            size -= len(chunk)
+            if size < 0:
+                return b"", f"{name} ({file}) grew while it was read"
+    actual = digest.hexdigest()
+    if expected is not None and actual != expected:
+        return b"", _mismatch(name, file, expected, actual)
+    return b"".join(chunks), None
 
 
 def _check_target(backend, device, dtype) -> str:
@@ -157,6 +224,14 @@ def _checksum_table(default: dict, checksums) -> dict:
             raise ValueError(
                 f"checksums has unknown file names {unknown}; known: {', '.join(_IDX_FILES)}"
             )
+        for name, value in checksums.items():
+            if value is not None and not (
+                isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{64}", value)
+            ):
+                raise ValueError(
+                    f"checksums[{name!r}] must be a SHA-256 hex digest (64 hex digits) or "
+                    f"None, got {value!r}"
+                )
         table.update({k: (v.lower() if isinstance(v, str) else v) for k, v in checksums.items()})
     return table
 
@@ -177,6 +252,8 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
     try:
         digest = hashlib.sha256()
         chunks = []
+        limit, _ = _size_limit(name, expected)
+        received = 0
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
             request, timeout=DOWNLOAD_TIMEOUT
         ) as response:
@@ -184,6 +261,9 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
                 chunk = response.read(_CHUNK)
                 if not chunk:
                     break
+                received += len(chunk)
+                if received > limit:
+                    raise DatasetError(f"{name} from {url} is larger than {limit:,} bytes")
                 digest.update(chunk)
                 chunks.append(chunk)
                 out.write(chunk)
@@ -223,35 +303,50 @@ def _download(name: str, target_dir: Path, mirrors: list[str], expected: str | N
 
 
 def _read_idx(data: bytes, name: str, where: Path, magic: int):
+    """The uint8 array in an IDX file (gzipped or not). Its header is checked before
+    the payload is decompressed, and the payload is never inflated past the size the
+    header announces, so a small file cannot make this allocate much more than it."""
+    kind = "image" if magic == _IMAGE_MAGIC else "label"
+    header_size = 16 if magic == _IMAGE_MAGIC else 8
+    gzipped = data[:2] == b"\x1f\x8b"
+    stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if gzipped else io.BytesIO(data)
     try:
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        header = stream.read(header_size)
+        if len(header) < header_size:
+            raise DatasetError(f"{name} ({where}) is too short for an IDX {kind} header")
+        found = int.from_bytes(header[:4], "big")
+        if found != magic:
+            raise DatasetError(
+                f"{name} ({where}) is not an IDX {kind} file: magic number 0x{found:08x}, "
+                f"expected 0x{magic:08x}"
+            )
+        n = int.from_bytes(header[4:8], "big")
+        if magic == _IMAGE_MAGIC:
+            rows, cols = int.from_bytes(header[8:12], "big"), int.from_bytes(header[12:16], "big")
+            if (rows, cols) != (28, 28):
+                raise DatasetError(
+                    f"{name} ({where}) holds {rows}x{cols} images, expected 28x28"
+                )
+            shape = (n, rows, cols)
+        else:
+            shape = (n,)
+        size = math.prod(shape)
+        room = _DEFLATE_MAX_RATIO * len(data) if gzipped else len(data)
+        if header_size + size > min(room, MAX_IDX_BYTES):
+            raise DatasetError(
+                f"{name} ({where}): the header announces {n} {kind}s ({header_size + size:,} "
+                f"bytes), more than this {len(data):,}-byte file can hold"
+            )
+        payload = stream.read(size + 1)  # one byte more: too long, or the gzip CRC check
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{name} ({where}) is not a valid gzip file: {exc}") from None
-    kind = "image" if magic == _IMAGE_MAGIC else "label"
-    header = 16 if magic == _IMAGE_MAGIC else 8
-    if len(raw) < header:
-        raise DatasetError(f"{name} ({where}) is too short for an IDX {kind} header")
-    found = int.from_bytes(raw[:4], "big")
-    if found != magic:
+    if len(payload) != size:
         raise DatasetError(
-            f"{name} ({where}) is not an IDX {kind} file: magic number 0x{found:08x}, "
-            f"expected 0x{magic:08x}"
+            f"{name} ({where}): the header announces {n} {kind}s ({header_size + size} bytes) "
+            f"but the data holds {header_size + len(payload)}{'+' if len(payload) > size else ''}"
+            f" bytes"
         )
-    n = int.from_bytes(raw[4:8], "big")
-    if magic == _IMAGE_MAGIC:
-        rows, cols = int.from_bytes(raw[8:12], "big"), int.from_bytes(raw[12:16], "big")
-        if (rows, cols) != (28, 28):
-            raise DatasetError(f"{name} ({where}) holds {rows}x{cols} images, expected 28x28")
-        shape = (n, rows, cols)
-    else:
-        shape = (n,)
-    size = math.prod(shape)
-    if len(raw) != header + size:
-        raise DatasetError(
-            f"{name} ({where}): the header announces {n} {kind}s ({header + size} bytes) "
-            f"but the data holds {len(raw)} bytes"
-        )
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    array = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
     if magic == _LABEL_MAGIC and n and int(array.max()) > 9:
         raise DatasetError(f"{name} ({where}) has label {int(array.max())}, expected 0..9")
     return array
@@ -261,10 +356,14 @@ def _load_idx_dataset(
     title, folder, default_checksums, default_mirrors, *, normalize, flatten, one_hot_label,
     path, download, backend, device, dtype, mirrors, checksums,
 ):
+    normalize = _check_bool("normalize", normalize)
+    flatten = _check_bool("flatten", flatten)
+    one_hot_label = _check_bool("one_hot_label", one_hot_label)
+    download = _check_bool("download", download)
     dtype_name = _check_target(backend, device, dtype)
     table = _checksum_table(default_checksums, checksums)
     mirror_list = _normalize_mirrors(default_mirrors if mirrors is None else mirrors)
-    directory, user_given = _resolve_idx_dir(path, folder)
+    directory, user_given = _resolve_idx_dir(_check_path(path), folder)
 
     contents: dict[str, bytes] = {}
     missing = []
@@ -273,13 +372,10 @@ def _load_idx_dataset(
         if not file.is_file():
             missing.append(name)
             continue
-        data = file.read_bytes()
-        expected = table[name]
-        actual = _sha256(data)
-        if expected is None or actual == expected:
+        data, message = _read_verified(file, name, table[name])
+        if message is None:
             contents[name] = data
             continue
-        message = _mismatch(name, file, expected, actual)
         if user_given:
             raise DatasetError(
                 f"{message}. The file is corrupt, truncated or not the original {title} file; "
@@ -374,6 +470,15 @@ def load_fashion_mnist(
 _SIGN_URL = "https://github.com/ardamavi/Sign-Language-Digits-Dataset"
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 _SIGN_CACHE: dict = {}
+#: class folders are named by their label: plain ASCII digits, at most 6 of them
+_CLASS_NAME = re.compile(r"[0-9]{1,6}\Z")
+#: the largest ``size`` load_sign_language_digits resizes to (the photos are 100x100;
+#: 256x256 already takes 135 MB as uint8 and 540 MB as float32 for the 2,062 images)
+MAX_SIGN_SIZE = 256
+#: the most bytes the decoded uint8 images may take (the real 2,062 at 256x256: 135 MB)
+MAX_SIGN_BYTES = 1 << 30
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError,
+                  KeyError, ZeroDivisionError)
 
 
 def _import_pillow():
@@ -415,12 +520,27 @@ def _find_sign_dataset(path) -> Path:
     )
 
 
+def _class_label(class_dir: Path, seen: dict) -> int:
+    """The label a class folder's name gives (``seen``: label -> folder so far)."""
+    if not _CLASS_NAME.match(class_dir.name):
+        raise DatasetError(
+            f"class folder {class_dir} is not named by a plain decimal label: use ASCII "
+            f"digits 0-9 (at most 6), like Dataset/0 ... Dataset/9"
+        )
+    label = int(class_dir.name)
+    if label in seen:
+        raise DatasetError(f"class folders {seen[label]} and {class_dir} both mean label {label}")
+    seen[label] = class_dir
+    return label
+
+
 def _list_sign_images(dataset: Path) -> list[tuple[Path, int]]:
     files = []
+    seen: dict = {}
     for class_dir in sorted(dataset.iterdir(), key=lambda p: p.name):
         if not (class_dir.is_dir() and class_dir.name.isdigit()):
             continue
-        label = int(class_dir.name)
+        label = _class_label(class_dir, seen)
         for file in sorted(class_dir.iterdir(), key=lambda p: p.name):
             if file.is_file() and file.suffix.lower() in _IMAGE_SUFFIXES:
                 files.append((file, label))
@@ -430,15 +550,22 @@ def _list_sign_images(dataset: Path) -> list[tuple[Path, int]]:
 
 
 def _decode_image(Image, ImageOps, file: Path, size: int) -> np.ndarray:
-    """One image -> (size, size) uint8 grayscale, EXIF orientation applied."""
+    """One image -> (size, size) uint8 grayscale, EXIF orientation applied.
+
+    Images over Pillow's ``Image.MAX_IMAGE_PIXELS`` (decompression bombs) and files
+    Pillow cannot decode raise DatasetError naming the file."""
     try:
-        with Image.open(file) as img:
-            if img.format == "JPEG" and min(img.size) >= 2 * size:
-                img.draft(img.mode, (size, size))  # fast DCT downscale of the big photos
-            img = ImageOps.exif_transpose(img)
-            img = img.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except OSError as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as img:
+                if img.format == "JPEG" and min(img.size) >= 2 * size:
+                    img.draft(img.mode, (size, size))  # fast DCT downscale of big photos
+                img = ImageOps.exif_transpose(img)
+                img = img.convert("L").resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DatasetError(f"image {file} is too large to decode: {exc}") from None
+    except _DECODE_ERRORS as exc:
         raise DatasetError(f"cannot decode image {file}: {exc}") from None
 
 
@@ -452,6 +579,12 @@ def _decode_sign_dataset(dataset: Path, size: int):
     if cached is not None:
         return cached
     Image, ImageOps = _import_pillow()
+    if len(files) * size * size > MAX_SIGN_BYTES:
+        raise DatasetError(
+            f"{len(files):,} images under {dataset} at {size}x{size} would take "
+            f"{len(files) * size * size:,} bytes, more than MAX_SIGN_BYTES={MAX_SIGN_BYTES:,}; "
+            f"pass a smaller size"
+        )
     images = np.empty((len(files), size, size), dtype=np.uint8)
     for i, (file, _) in enumerate(files):
         images[i] = _decode_image(Image, ImageOps, file, size)
@@ -462,10 +595,45 @@ def _decode_sign_dataset(dataset: Path, size: int):
     return images, labels
 
 
-def _check_int(name, value, minimum):
+def _check_int(name, value, minimum, maximum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, got {value!r}")
     return int(value)
+
+
+def _check_bool(name, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_path(value):
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"path must be a folder name (str or os.PathLike), got {value!r}")
+    return value
+
+
+def _check_classes(classes) -> list[int] | None:
+    """None, or a non-empty list of distinct int labels (checked again, against the
+    folders found, once the images are listed)."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, bytes)) or not hasattr(classes, "__iter__"):
+        raise ValueError(
+            f"classes must be a sequence of class labels such as (0, 1), got {classes!r}"
+        )
+    chosen = list(classes)
+    bad = [c for c in chosen if isinstance(c, bool) or not isinstance(c, numbers.Integral)]
+    if bad:
+        raise ValueError(f"classes={classes!r}: class labels must be integers, got {bad}")
+    if not chosen:
+        raise ValueError(f"classes={classes!r}: no classes given")
+    chosen = [int(c) for c in chosen]
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"classes={classes!r} repeats a class")
+    return chosen
 
 
 def load_sign_language_digits(
@@ -485,37 +653,27 @@ def load_sign_language_digits(
     or ``$XPNN_DATA_DIR/sign-language-digits``; never downloaded. Needs Pillow
     (``pip install 'xpnn[images]'``). Decoded images are cached in-process.
     """
-    size = _check_int("size", size, 1)
+    size = _check_int("size", size, 1, MAX_SIGN_SIZE)
+    chosen = _check_classes(classes)
+    flatten = _check_bool("flatten", flatten)
+    stratify = _check_bool("stratify", stratify)
     dtype_name = _check_target(backend, device, dtype)
     _import_pillow()
-    dataset = _find_sign_dataset(path)
+    dataset = _find_sign_dataset(_check_path(path))
     images, labels = _decode_sign_dataset(dataset, size)
 
-    if classes is not None:
+    if chosen is not None:
         valid = sorted(set(labels.tolist()))
-        try:
-            chosen = list(classes)
-        except TypeError:
+        bad = [c for c in chosen if c not in valid]
+        if bad:
             raise ValueError(
-                f"classes must be a sequence of class labels such as (0, 1), got {classes!r}"
-            ) from None
-        bad = [
-            c for c in chosen
-            if isinstance(c, bool) or not isinstance(c, numbers.Integral) or int(c) not in valid
-        ]
-        if not chosen or bad:
-            raise ValueError(
-                f"classes={classes!r}: "
-                + (f"unknown classes {bad}; " if bad else "no classes given; ")
-                + f"valid classes are {valid}"
+                f"classes={classes!r}: unknown classes {bad}; valid classes are {valid}"
             )
-        chosen = [int(c) for c in chosen]
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"classes={classes!r} repeats a class")
         keep = np.isin(labels, chosen)
-        remap = np.full(max(valid) + 1, -1, dtype=np.int64)
-        remap[chosen] = np.arange(len(chosen))
-        images, labels = images[keep], remap[labels[keep]]
+        # relabel chosen[i] -> i, without a table as long as the largest label
+        order = np.argsort(chosen)
+        relabel = order[np.searchsorted(np.asarray(chosen)[order], labels[keep])]
+        images, labels = images[keep], relabel.astype(np.int64)
 
     (x_train, t_train), (x_test, t_test) = train_test_split(
         images, labels, test_size=test_size, seed=seed, stratify=stratify

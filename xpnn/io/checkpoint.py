@@ -3,39 +3,70 @@ array plus the architecture as a JSON string entry ``__xpnn__``.
 
 A checkpoint written from any backend loads on any other: ``load(path,
 backend="torch", device="cuda")``.
+
+Checkpoints are treated as untrusted input. ``load`` reads the zip directly: it
+validates the architecture (``xpnn.nn.config.check_config``, which bounds the parameter
+count) before anything else, reads only the entries that architecture implies, checks
+each entry's declared sizes and its ``.npy`` header (shape, floating dtype) before
+allocating its array, never unpickles, and builds the network only from checked
+arrays. A damaged or hostile file costs at most about its own size in memory (for
+deflated entries, at most deflate's ~1000x ratio of it) and gets a ValueError.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import stat
+import struct
 import zipfile
 import zlib
 
 import numpy as np
+from numpy.lib import format as npy_format
 
-from ..backend import asarray, to_numpy
+from ..backend import to_numpy
+from ..nn import config as _config
 from .atomic import atomic_write
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
 #: the marker entry's name and its "format" value
 MARKER = "__xpnn__"
-FORMAT = "xpnn-mlp"
-VERSION = 1
+FORMAT = _config.FORMAT
+VERSION = _config.VERSION
+
+#: the largest architecture entry read (its JSON is a few hundred bytes in practice)
+MAX_MARKER_BYTES = 1 << 20
+#: the largest .npy preamble (magic + header dict) read; NumPy writes 64 or 128 bytes
+_MAX_NPY_HEADER = 4096
+#: deflate cannot expand data by more than ~1032x; an entry claiming more is damaged
+_DEFLATE_MAX_RATIO = 1032
+_CHUNK = 1 << 20
+#: a checkpoint holds the marker plus a W and b per layer; a zip claiming more entries
+#: is refused before zipfile builds a record for each of them
+MAX_ENTRIES = 2 * _config.MAX_LAYERS + 1
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error,
+                NotImplementedError, RuntimeError, ValueError, KeyError, OverflowError)
+
+
+class _Damaged(Exception):
+    """Internal: the problem text for ``_bad``."""
+
+
+def _bad(path, problem: str) -> ValueError:
+    return ValueError(f"{path}: {problem}")
 
 
 def _architecture(net) -> dict:
-    init = net.weight_init
+    """What the marker entry holds: the config plus informational notes."""
     return {
-        "format": FORMAT,
-        "version": VERSION,
-        "sizes": list(net.sizes),
-        "activations": list(net.activations),
-        "loss": net.loss_name,
-        "dtype": net.dtype_name,
-        "weight_decay": net.weight_decay,
-        "weight_init": init if isinstance(init, (str, int, float)) else None,
+        **_config.to_config(net),
         "params": list(net.params),
         "saved_from": {"backend": net.backend, "device": str(net.device)},
     }
@@ -44,122 +75,236 @@ def _architecture(net) -> dict:
 def save(net, path) -> str:
     """Write ``net`` (an MLP) to ``path`` as one .npz file, atomically; returns the path.
 
-    The file is written exactly at ``path`` (no suffix is added).
+    The file is written exactly at ``path`` (no suffix is added; a symlink is written
+    through). Parameters that are NaN/inf or do not match the architecture are refused
+    with a ValueError before anything is written, so ``save`` never produces a file
+    that ``load`` refuses, and never replaces a good file with such a one.
     """
-    arrays = {k: to_numpy(v) for k, v in net.params.items()}
-    if MARKER in arrays:
-        raise ValueError(f"parameter name {MARKER!r} is reserved")
-    arrays[MARKER] = np.asarray(json.dumps(_architecture(net)))
+    cfg = _config.to_config(net)
+    host = {k: to_numpy(v) for k, v in net.params.items()}
+    try:
+        _config.check_params(cfg, host)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"cannot save {os.fsdecode(os.fspath(path))}: {exc}") from None
+    arrays = {**host, MARKER: np.asarray(json.dumps(_architecture(net)))}
     atomic_write(path, lambda f: np.savez(f, **arrays))
     return os.fspath(path)
 
 
-def _bad(path, problem: str) -> ValueError:
-    return ValueError(f"{path}: {problem}")
+# ----------------------------------------------------------------------- reading
 
 
-def _read(path) -> tuple[dict, dict]:
-    """The architecture dict and the parameter arrays of the checkpoint at ``path``."""
+def _shown(names) -> str:
+    names = [n[:-4] if n.endswith(".npy") else n for n in names]
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+
+
+def _declared_entries(f, file_size: int) -> int | None:
+    """The entry count in a zip's end-of-central-directory record (zip64 too), read
+    from the file's tail; None when there is no such record (zipfile then says why)."""
+    tail_size = min(file_size, _EOCD.size + 0xFFFF)  # the record plus the longest comment
+    f.seek(file_size - tail_size)
+    tail = f.read(tail_size)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < _EOCD.size:
+        return None
+    count = _EOCD.unpack_from(tail, at)[4]
+    if count != 0xFFFF or at < _ZIP64_LOCATOR.size:
+        return count
+    magic, _, offset, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
+    if magic != b"PK\x06\x07" or offset > file_size - _ZIP64_EOCD.size:
+        return count
+    f.seek(offset)
+    record = f.read(_ZIP64_EOCD.size)
+    if not record.startswith(b"PK\x06\x06"):
+        return count
+    return _ZIP64_EOCD.unpack(record)[6]
+
+
+def _open_zip(path: str, file_size: int) -> zipfile.ZipFile:
+    with open(path, "rb") as f:
+        head = f.read(8)
+        count = _declared_entries(f, file_size)
+    if head.startswith(b"\x93NUMPY"):
+        raise _Damaged("not an xpnn checkpoint (a single .npy array, not an .npz)")
+    if count is not None and count > MAX_ENTRIES:
+        raise _Damaged(f"not an xpnn checkpoint: its zip directory declares {count:,} "
+                       f"entries (a checkpoint has at most {MAX_ENTRIES})")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not hasattr(data, "files"):  # a plain .npy array
-            raise _bad(path, "not an xpnn checkpoint (a single .npy array, not an .npz)")
-        with data:
-            names = list(data.files)
-            if MARKER not in names:
-                shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-                raise _bad(
-                    path,
-                    f"not an xpnn checkpoint (an .npz without the {MARKER!r} entry; it holds: "
-                    f"{shown or 'nothing'})",
-                )
-            arrays = {k: data[k] for k in names}
-    except FileNotFoundError:
-        raise
-    except ValueError as exc:
-        if str(exc).startswith(f"{path}:"):
-            raise
-        raise _bad(path, f"not a readable .npz file: damaged, truncated or another format "
-                   f"({exc})") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
-        raise _bad(
-            path, f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
-        ) from None
-    marker = arrays.pop(MARKER)
+        return zipfile.ZipFile(path)
+    except _READ_ERRORS as exc:
+        if head.startswith(b"PK"):
+            raise _Damaged(f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
+                           ) from None
+        raise _Damaged("not an xpnn checkpoint (not an .npz file: no zip directory)") from None
+
+
+def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: str) -> None:
+    """Refuse an entry whose declared sizes are impossible or exceed ``max_bytes``,
+    before a byte of it is read."""
+    if info.flag_bits & 0x1:
+        raise _Damaged(f"damaged checkpoint: {what} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _Damaged(f"damaged checkpoint: {what} uses zip compression method "
+                       f"{info.compress_type} (xpnn reads stored or deflated entries)")
+    if info.header_offset + info.compress_size > file_size:
+        raise _Damaged(f"damaged or truncated checkpoint: {what} claims "
+                       f"{info.compress_size} bytes beyond the end of the file")
+    if info.file_size > max_bytes:
+        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
+                       f"than the {max_bytes} its shape can take")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes but "
+                       f"stores {info.compress_size}")
+    if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 64:
+        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
+                       f"than {info.compress_size} compressed bytes can hold")
+
+
+def _read_exactly(stream, buffer: memoryview) -> None:
+    pos = 0
+    while pos < len(buffer):
+        chunk = stream.read(min(_CHUNK, len(buffer) - pos))
+        if not chunk:
+            raise _Damaged("damaged or truncated checkpoint: an entry ends early")
+        buffer[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+
+
+def _read_npy(zf, info, file_size: int, shape: tuple, kinds: str, max_itemsize: int,
+              what: str) -> np.ndarray:
+    """The array in entry ``info``, which must have ``shape`` and a dtype of a kind in
+    ``kinds`` with itemsize <= ``max_itemsize``; everything is checked before the
+    array is allocated, and the data must fill the entry exactly (CRC checked)."""
+    count = math.prod(shape)
+    _check_entry(info, file_size, count * max_itemsize + _MAX_NPY_HEADER, what)
+    with zf.open(info) as stream:
+        prefix = stream.read(min(info.file_size, _MAX_NPY_HEADER))
+        head = io.BytesIO(prefix)
+        try:
+            version = npy_format.read_magic(head)
+            if version == (1, 0):
+                found, fortran, dtype = npy_format.read_array_header_1_0(head)
+            elif version == (2, 0):
+                found, fortran, dtype = npy_format.read_array_header_2_0(head)
+            else:
+                raise ValueError(f".npy format version {version}")
+        except (ValueError, TypeError, SyntaxError, EOFError, OverflowError) as exc:
+            raise _Damaged(f"damaged checkpoint: {what} has no readable .npy header "
+                           f"({exc})") from None
+        if found != shape:
+            raise _Damaged(f"{what} has shape {found}, but the architecture needs {shape}")
+        if dtype.kind not in kinds or dtype.hasobject or dtype.itemsize > max_itemsize:
+            kind = "floating" if kinds == "f" else "text"
+            raise _Damaged(f"{what} has dtype {dtype}, not {kind}")
+        offset = head.tell()
+        if info.file_size - offset != count * dtype.itemsize:
+            raise _Damaged(f"damaged checkpoint: {what} holds {info.file_size - offset} data "
+                           f"bytes, but a {shape} {dtype} array needs {count * dtype.itemsize}")
+        out = np.empty(count, dtype=dtype)
+        buffer = memoryview(out.view(np.uint8))
+        body = prefix[offset:]
+        buffer[:len(body)] = body
+        _read_exactly(stream, buffer[len(body):])
+        if stream.read(1):  # also makes zipfile check the CRC at the entry's end
+            raise _Damaged(f"damaged checkpoint: {what} is longer than it declares")
+    return out.reshape(shape, order="F" if fortran else "C")
+
+
+def _read_architecture(zf, entries, file_size: int) -> dict:
+    marker = entries.get(MARKER + ".npy")
+    if marker is None:
+        raise _Damaged(f"not an xpnn checkpoint (an .npz without the {MARKER!r} entry; it "
+                       f"holds: {_shown(list(entries)) or 'nothing'})")
+    what = f"the {MARKER!r} entry"
+    text = _read_npy(zf, marker, file_size, (), "U", MAX_MARKER_BYTES, what)
     try:
-        arch = json.loads(str(marker[()]))
-    except (ValueError, TypeError, IndexError) as exc:
-        raise _bad(path, f"damaged checkpoint: the {MARKER!r} entry is not JSON ({exc})") from None
+        arch = json.loads(str(text[()]))
+    except (ValueError, RecursionError) as exc:
+        raise _Damaged(f"damaged checkpoint: {what} is not JSON ({exc})") from None
     if not isinstance(arch, dict):
-        raise _bad(path, f"damaged checkpoint: the {MARKER!r} entry is not a JSON object")
+        raise _Damaged(f"damaged checkpoint: {what} is not a JSON object")
     if arch.get("format") != FORMAT:
-        raise _bad(path, f"not an xpnn checkpoint (format {arch.get('format')!r}, "
-                   f"expected {FORMAT!r})")
+        raise _Damaged(f"not an xpnn checkpoint (format {arch.get('format')!r}, "
+                       f"expected {FORMAT!r})")
     version = arch.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise _bad(path, f"checkpoint format version {version!r} is not one this xpnn reads "
-                   f"(up to {VERSION})")
-    missing = [k for k in ("sizes", "activations", "loss", "dtype") if k not in arch]
-    if missing:
-        raise _bad(path, f"damaged checkpoint: the architecture lacks {', '.join(missing)}")
-    return arch, arrays
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise _Damaged(f"checkpoint format version {version} is newer than this xpnn reads "
+                       f"(up to {VERSION}); upgrade xpnn")
+    try:
+        return _config.check_config(arch)
+    except ValueError as exc:
+        raise _Damaged(f"damaged checkpoint: bad architecture ({exc})") from None
+
+
+def _read(path: str, file_size: int) -> tuple[dict, dict]:
+    """The checked config and the checked host parameter arrays of a checkpoint."""
+    with _open_zip(path, file_size) as zf:
+        infos = zf.infolist()
+        entries = {info.filename: info for info in infos}
+        if len(entries) != len(infos):
+            raise _Damaged("damaged checkpoint: an entry name appears twice")
+        cfg = _read_architecture(zf, entries, file_size)
+        shapes = _config.param_shapes(cfg)
+        wanted = {f"{k}.npy": k for k in shapes}
+        missing = [k for name, k in wanted.items() if name not in entries]
+        extra = [n for n in entries if n not in wanted and n != MARKER + ".npy"]
+        if missing or extra:
+            what = []
+            if missing:
+                what.append(f"missing parameters {', '.join(missing)}")
+            if extra:
+                what.append(f"unexpected entries {_shown(extra)}")
+            raise _Damaged(f"checkpoint does not match its architecture {cfg['sizes']}: "
+                           + "; ".join(what))
+        params = {}
+        for name, key in wanted.items():
+            params[key] = _read_npy(zf, entries[name], file_size, shapes[key], "f", 8,
+                                    f"parameter {key}")
+    try:
+        return cfg, _config.check_params(cfg, params)
+    except ValueError as exc:
+        raise _Damaged(str(exc)) from None
 
 
 def load(path, backend=None, device=None, dtype=None):
     """Rebuild the MLP saved at ``path``.
 
     backend, device  where the network should live (default: ``$XPNN_BACKEND`` /
-                     numpy, the backend's default device), whatever it was saved from
+                     numpy, the backend's default device), whatever it was saved from;
+                     backend may be a name, an array library module or an array-API
+                     namespace (``net.xp``)
     dtype            'float32' or 'float64'; default the dtype it was saved in
 
     Raises FileNotFoundError for a missing file and ValueError naming the file and the
-    problem for damaged, truncated or foreign files.
+    problem for damaged, truncated, hostile or foreign files.
     """
-    from ..nn.mlp import MLP
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint file {path!r}")
-    if os.path.isdir(path):
-        raise _bad(path, "is a directory, not a checkpoint file")
-    arch, arrays = _read(path)
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}")
+    path = os.fsdecode(os.fspath(path))
     try:
-        net = MLP(
-            arch["sizes"],
-            activation=list(arch["activations"]),
-            loss=arch["loss"],
-            weight_init=arch.get("weight_init") or 0.01,
-            weight_decay=arch.get("weight_decay", 0.0),
-            backend=backend,
-            device=device,
-            dtype=arch["dtype"] if dtype is None else dtype,
-            seed=0,
-        )
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint file {path!r}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _bad(path, "is a directory, not a checkpoint file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _bad(path, "not an xpnn checkpoint (not a regular file)")
+    try:
+        cfg, params = _read(path, info.st_size)
+    except _Damaged as exc:
+        raise _bad(path, str(exc)) from None
+    except PermissionError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _bad(path, f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
+                   ) from None
+
+    from ..nn.mlp import MLP  # lazy: mlp imports this module lazily too (net.save)
+
+    try:
+        return MLP.from_config(cfg, params=params, backend=backend, device=device, dtype=dtype)
     except (TypeError, ValueError) as exc:
         if backend is not None or device is not None or dtype is not None:
-            raise  # most likely the caller's backend/device/dtype: their error, unchanged
+            raise  # the caller's backend/device/dtype: their error, unchanged
         raise _bad(path, f"damaged checkpoint: bad architecture ({exc})") from None
-
-    missing = [k for k in net.params if k not in arrays]
-    extra = [k for k in arrays if k not in net.params]
-    if missing or extra:
-        what = []
-        if missing:
-            what.append(f"missing parameters {', '.join(missing)}")
-        if extra:
-            what.append(f"unexpected entries {', '.join(extra)}")
-        raise _bad(path, f"checkpoint does not match its architecture {net.sizes}: "
-                   + "; ".join(what))
-    for key, value in net.params.items():
-        host = arrays[key]
-        if host.shape != tuple(value.shape):
-            raise _bad(path, f"parameter {key} has shape {host.shape}, but the architecture "
-                       f"{net.sizes} needs {tuple(value.shape)}")
-        if host.dtype.kind != "f":
-            raise _bad(path, f"parameter {key} has dtype {host.dtype}, not floating")
-        if not np.all(np.isfinite(host)):
-            raise _bad(path, f"parameter {key} contains NaN or inf")
-    for key in list(net.params):
-        net.params[key] = asarray(arrays[key], backend=net.backend, device=net.device,
-                                  dtype=net.dtype_name)
-    return net

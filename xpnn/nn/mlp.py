@@ -18,6 +18,7 @@ from ..backend import (
     resolve_dtype,
     to_numpy,
 )
+from . import config as _config
 from . import functional as F
 from . import numerical as _numerical
 from .layers import Affine, check_activation, make_activation
@@ -140,11 +141,17 @@ class MLP:
         self.dtype_name = dtype_name(self.xp, self.dtype)
         dev = resolve_device(self.xp, device)
 
-        if params is None:
-            host = self._initial_params(stds, seed)
-        else:
-            host = self._checked_params(params)
-        self.params = {k: self._to_device(v.astype(self.dtype_name), dev) for k, v in host.items()}
+        try:
+            host = (self._initial_params(stds, seed) if params is None
+                    else self._checked_params(params))
+            self.params = {k: self._to_device(v.astype(self.dtype_name), dev)
+                           for k, v in host.items()}
+        except MemoryError:
+            raise MemoryError(self._too_big()) from None
+        except RuntimeError as exc:  # torch's allocator failing on the CPU or a GPU
+            if "alloc" not in str(exc).lower() and "out of memory" not in str(exc).lower():
+                raise
+            raise MemoryError(f"{self._too_big()} ({exc})") from None
         self.device = device_of(self.params["W1"])
 
         xp = self.xp
@@ -158,6 +165,12 @@ class MLP:
         )
         self.n_layers = len(self.sizes) - 1
         self._numerical_budget = None  # bytes per numerical-gradient chunk, found once
+
+    def _too_big(self) -> str:
+        n = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        return (f"not enough memory for sizes {self.sizes}: {n:,} parameters, "
+                f"{n * 8 / 2**30:.3g} GiB while drawing them in float64 on the host; "
+                f"use smaller layer widths")
 
     def _shapes(self) -> dict:
         shapes = {}
@@ -181,29 +194,15 @@ class MLP:
         return host
 
     def _checked_params(self, params) -> dict:
-        """Host copies of given parameters, checked against the architecture."""
+        """Host copies of given parameters, checked against the architecture (and finite
+        in the net's dtype, which may be narrower than theirs)."""
         if not isinstance(params, dict):
             raise TypeError(f"params must be a dict of arrays, got {type(params).__name__}")
-        shapes = self._shapes()
-        missing = [k for k in shapes if k not in params]
-        extra = [k for k in params if k not in shapes]
-        if missing or extra:
-            raise ValueError(
-                f"params do not match sizes {self.sizes}: "
-                + "; ".join(([f"missing {', '.join(missing)}"] if missing else [])
-                            + ([f"unexpected {', '.join(map(str, extra))}"] if extra else []))
-            )
-        host = {}
-        for k, shape in shapes.items():
-            a = to_numpy(params[k])
-            if a.shape != shape:
-                raise ValueError(f"parameter {k} has shape {a.shape}, but sizes {self.sizes} "
-                                 f"need {shape}")
-            if a.dtype.kind != "f":
-                raise ValueError(f"parameter {k} has dtype {a.dtype}, not floating")
-            if not np.all(np.isfinite(a.astype(self.dtype_name))):
+        host = _config.check_params({"sizes": self.sizes},
+                                    {k: to_numpy(v) for k, v in params.items()})
+        for k, a in host.items():
+            if not np.all(np.isfinite(a.astype(self.dtype_name, copy=False))):
                 raise ValueError(f"parameter {k} contains NaN or inf (in {self.dtype_name})")
-            host[k] = a
         return host
 
     def _to_device(self, host: np.ndarray, dev):
@@ -221,39 +220,30 @@ class MLP:
     # -- configuration -----------------------------------------------------------------
 
     def to_config(self) -> dict:
-        """The architecture as plain JSON types (no parameters)."""
-        init = self.weight_init
-        return {
-            "sizes": list(self.sizes),
-            "activations": list(self.activations),
-            "loss": self.loss_name,
-            "dtype": self.dtype_name,
-            "weight_decay": self.weight_decay,
-            "weight_init": init if isinstance(init, (str, int, float)) else None,
-        }
+        """The architecture as plain JSON types (no parameters): format, version, sizes,
+        activations, loss, dtype, weight_decay, weight_init."""
+        return _config.to_config(self)
 
     @classmethod
     def from_config(cls, config: dict, params=None, backend=None, device=None, dtype=None,
                     seed=None):
-        """Build a net from ``to_config()``'s dict. With ``params`` (a dict of host or
-        backend arrays) those are checked against the architecture first and used as
-        they are, with no random initialisation; otherwise weights are drawn from
-        ``seed``. ``dtype`` overrides the config's."""
+        """Build a net from ``to_config()``'s dict, checked first (``xpnn.nn.config``). With
+        ``params`` (a dict of host or backend arrays) those are checked against the
+        architecture and used as they are, with no random initialisation; otherwise
+        weights are drawn from ``seed``. ``dtype`` overrides the config's."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        missing = [k for k in ("sizes", "activations", "loss") if k not in config]
-        if missing:
-            raise ValueError(f"config lacks {', '.join(missing)}")
+        config = _config.check_config(
+            {"format": _config.FORMAT, "version": _config.VERSION, **config})
         return cls(
             config["sizes"],
-            activation=list(config["activations"]) if not isinstance(
-                config["activations"], str) else config["activations"],
+            activation=config["activations"],
             loss=config["loss"],
-            weight_init=config.get("weight_init") or 0.01,
-            weight_decay=config.get("weight_decay", 0.0),
+            weight_init=config["weight_init"] or 0.01,
+            weight_decay=config["weight_decay"],
             backend=backend,
             device=device,
-            dtype=dtype or config.get("dtype", "float32"),
+            dtype=dtype or config["dtype"],
             seed=seed,
             params=params,
         )
@@ -318,7 +308,14 @@ class MLP:
         """
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
-        return self.numerical_gradient_prepared(x, T, h, method, memory_budget)
+        grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget)
+        bad = [k for k, g in grads.items() if not bool(self.xp.all(self.xp.isfinite(g)))]
+        if bad:
+            raise ValueError(
+                f"the numerical gradient of {', '.join(bad)} is not finite: the loss "
+                f"overflows at the perturbed parameters (h={_numerical.check_h(self, h):g})"
+            )
+        return grads
 
     # -- unchecked fast paths (inputs already validated by the caller) ---------------
 

@@ -106,8 +106,10 @@ def check_h(net, h) -> float:
     number; a step below sqrt(eps) warns (the result is then mostly rounding noise)."""
     if h is None:
         return net.default_h()
-    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not (h > 0 and math.isfinite(h)):
-        raise ValueError(f"h must be a positive finite number, got {h!r}")
+    if isinstance(h, bool) or not isinstance(h, numbers.Real):
+        raise TypeError(f"h must be a number, got {h!r}")
+    if not (0 < h <= 1):
+        raise ValueError(f"h must be a small positive step (0 < h <= 1), got {h!r}")
     eps = float(net.xp.finfo(net.dtype).eps)
     if h < math.sqrt(eps):
         warnings.warn(

@@ -9,7 +9,8 @@ built by the first ``update`` and cleared by ``reset()``. An optimiser whose sta
 built for another network (other keys or shapes) raises ValueError.
 
 ``lr`` is a validated property: the trainer's schedule sets ``opt.lr = base_lr * factor``
-before each step, and a negative, NaN, infinite or non-number value raises at once. The
+before each step (factor 0 allowed), and a negative, NaN, infinite or non-number value
+raises at once; the constructors want lr > 0. The
 other coefficients (momentum, decay_rate, beta1, beta2) are fixed at construction.
 """
 
@@ -45,7 +46,7 @@ class Optimizer:
     name = "optimizer"
 
     def __init__(self, lr: float, **coefficients):
-        self.lr = lr
+        self.lr = _check_lr(lr)  # a zero base rate would never train
         self.transform: GradientTransformation = type(self).make_transform(**coefficients)
         # validated by make_transform, so float() is safe
         self._coefficients = {k: float(v) for k, v in coefficients.items()}
@@ -53,12 +54,13 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the next update (positive, finite)."""
+        """The learning rate of the next update: finite and >= 0 (the constructor wants
+        > 0; a schedule may anneal to 0)."""
         return self._lr
 
     @lr.setter
     def lr(self, value) -> None:
-        self._lr = _check_lr(value)
+        self._lr = _check_lr(value, allow_zero=True)
 
     def hyperparams(self) -> dict:
         """Constructor arguments (current values), e.g. for a run's metadata."""

@@ -8,10 +8,10 @@ return a ``GradientTransformation(init, update)``:
   ``state["count"]`` is the number of updates taken, a 0-d int64 array on the params'
   device.
 - ``update(grads, state, params, lr) -> (new_params, new_state)``: one step. ``lr`` is a
-  Python number or a 0-d array of the params' dtype. Nothing is mutated: the results are
-  new dicts of new arrays, so the function can be traced by ``jax.jit`` and
-  ``torch.compile``. There is no Python-side counter: Adam's bias correction is computed
-  from ``state["count"]`` on the device.
+  Python number >= 0 (0: a schedule annealed to zero) or a 0-d array of the params'
+  dtype. Nothing is mutated: the results are new dicts of new arrays, so the function
+  can be traced by ``jax.jit`` and ``torch.compile``. There is no Python-side counter:
+  Adam's bias correction is computed from ``state["count"]`` on the device.
 
 The formulas are the book's (``common/optimizer.py``), except Nesterov, which follows the
 paper the book cites (Bengio et al. 2012, arXiv 1212.0901, eq. 7) and steps from the old
@@ -57,8 +57,11 @@ def _check_real(value, what: str) -> float:
     return float(value)
 
 
-def _check_lr(lr) -> float:
+def _check_lr(lr, allow_zero: bool = False) -> float:
+    """A positive finite lr; with ``allow_zero`` also 0 (a schedule may anneal to 0)."""
     lr = _check_real(lr, "lr")
+    if allow_zero and lr == 0:
+        return lr
     if not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be positive and finite, got {lr!r}")
     return lr
@@ -81,12 +84,12 @@ def _check_params(params, what: str = "params") -> None:
 
 
 def _check_step_lr(lr, params: dict):
-    """A Python number is checked by value; a 0-d array (possibly traced) by shape and
-    dtype only, since its value is not known while tracing."""
+    """A Python number is checked by value (finite, >= 0); a 0-d array (possibly traced)
+    by shape and dtype only, since its value is not known while tracing."""
     if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
-        return _check_lr(lr)
+        return _check_lr(lr, allow_zero=True)
     if not array_api_compat.is_array_api_obj(lr) or lr.ndim != 0:
-        raise TypeError(f"lr must be a positive number or a 0-d array, got {lr!r}")
+        raise TypeError(f"lr must be a number >= 0 or a 0-d array, got {lr!r}")
     for key, p in params.items():
         if lr.dtype != p.dtype:
             raise TypeError(f"lr has dtype {lr.dtype} but params[{key!r}] has dtype {p.dtype}; "
@@ -151,9 +154,11 @@ def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformatio
         lr = _check_step_lr(lr, params)
         xp = array_api_compat.array_namespace(*params.values())
         count = state[COUNT] + 1
-        new_params, new_state = {}, {COUNT: count}
+        new_params, new_state = {}, {}
         for key, p in params.items():
             new_params[key], new_state[key] = step(xp, grads[key], p, state[key], lr, count)
+        # same key order as init: torch.compile guards on it and would recompile
+        new_state[COUNT] = count
         return new_params, new_state
 
     return GradientTransformation(init, update)

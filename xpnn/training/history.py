@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 
@@ -105,13 +106,55 @@ class History:
         atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
     @classmethod
-    def load_json(cls, path) -> History:
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{os.fspath(path)}: not valid JSON ({exc})") from None
+    def load_json(cls, path, max_bytes: int = 256 << 20) -> History:
+        """Read a history written by ``save_json``.
+
+        FileNotFoundError for a missing file; ValueError naming the file for anything
+        that is not such a history: not UTF-8 JSON, the wrong structure (records that
+        are not lists of numbers/None of equal length, meta not an object), or larger
+        than ``max_bytes`` (checked before reading).
+        """
+        shown = os.fsdecode(os.fspath(path))
+
+        def bad(problem):
+            return ValueError(f"{shown}: {problem}")
+
+        kind = os.stat(path).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):  # a folder: open() says so
+            raise bad("not a regular file")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise bad(f"{size:,} bytes is more than max_bytes={max_bytes:,}; not loaded")
+            raw = f.read(size + 1)  # read(n) allocates n bytes up front: n from the size
+        if len(raw) > size:
+            raise bad("the file grew while it was read")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise bad(f"not a UTF-8 text file ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise bad(f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise bad("not an xpnn history (JSON nested too deeply)") from None
+        if not isinstance(data, dict):
+            raise bad(f"not an xpnn history (a JSON {type(data).__name__}, not an object)")
+        records = data.get("records", {})
+        if not isinstance(records, dict):
+            raise bad("damaged history: 'records' is not an object")
+        for name in FIELDS:
+            values = records.get(name, [])
+            if not isinstance(values, list):
+                raise bad(f"damaged history: records[{name!r}] is a "
+                          f"{type(values).__name__}, not a list")
+            wrong = next((v for v in values if v is not None
+                          and not isinstance(v, (int, float))), None)
+            if wrong is not None:
+                raise bad(f"damaged history: records[{name!r}] holds {wrong!r}, "
+                          f"not a number or null")
+        if not isinstance(data.get("meta", {}), dict):
+            raise bad("damaged history: 'meta' is not an object")
         try:
             return cls.from_dict(data)
         except ValueError as exc:
-            raise ValueError(f"{os.fspath(path)}: {exc}") from None
+            raise bad(exc) from None
