@@ -18,6 +18,7 @@ import numpy as np
 
 import xpnn
 from xpnn.nn import numerical as xnum
+from xpnn.training import make_step
 
 # --------------------------------------------------------------------------- nets
 
@@ -131,20 +132,44 @@ TARGET_IDS = [t.id for t in TARGETS]
 DTYPES = ("float32", "float64")
 
 
+def jax_target() -> Target | None:
+    """JAX on its default (CPU) device, when jax is installed: only the compiled-step
+    benchmarks run there (``-m compiled``)."""
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        return None
+    return Target("jax", "jax", None, False)
+
+
+def backend_spec(target: Target):
+    """What ``xpnn.MLP(backend=...)`` takes for the target (the jax.numpy module for JAX)."""
+    if target.backend == "jax":
+        import jax.numpy
+
+        return jax.numpy
+    return target.backend
+
+
 def synchronizer(target: Target):
-    """A function that waits for the target's device to finish queued work."""
+    """A function ``sync(tree=None)`` that waits for the target's device to finish
+    queued work (JAX: for the arrays of ``tree``)."""
     if target.id == "cupy":
         import cupy
 
-        return lambda: cupy.cuda.get_current_stream().synchronize()
+        return lambda tree=None: cupy.cuda.get_current_stream().synchronize()
     if target.id == "torch-cuda":
         import torch
 
-        return torch.cuda.synchronize
+        return lambda tree=None: torch.cuda.synchronize()
+    if target.id == "jax":
+        import jax
+
+        return jax.block_until_ready
     return _no_sync
 
 
-def _no_sync():
+def _no_sync(tree=None):
     return None
 
 
@@ -191,7 +216,7 @@ def host_batch(spec: NetSpec, seed: int = 0):
 def make_net(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
     return xpnn.MLP(
         list(spec.sizes), activation=spec.activation, weight_init=spec.weight_init,
-        backend=target.backend, device=target.device, dtype=dtype, seed=seed,
+        backend=backend_spec(target), device=target.device, dtype=dtype, seed=seed,
     )
 
 
@@ -200,8 +225,9 @@ def problem(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
     prepared batch ``x, T`` on the target."""
     net = make_net(spec, target, dtype, seed)
     xh, th = host_batch(spec, seed)
-    x = xpnn.asarray(xh, backend=target.backend, device=target.device, dtype=dtype)
-    T = net.prepare_targets(xpnn.asarray(th, backend=target.backend, device=target.device))
+    kw = {"backend": backend_spec(target), "device": target.device}
+    x = xpnn.asarray(xh, dtype=dtype, **kw)
+    T = net.prepare_targets(xpnn.asarray(th, **kw))
     return net, x, T
 
 
@@ -236,16 +262,27 @@ def sgd(params: dict, grads: dict, lr: float):
         params[k] = params[k] - lr * grads[k]
 
 
-def backprop_step(net, x, T, lr, sync):
-    params = net.params
+class TrainerStep:
+    """The trainer's own step (``xpnn.training.make_step`` with ``SGD(lr)``, compiled
+    with ``compile=True``) on a fixed batch: gradient, update, iteration count and
+    divergence flag, exactly what ``xpnn.train`` runs per iteration. Each call takes
+    one step and waits for the device; ``params`` are the latest parameters."""
 
-    def step():
-        grads = net.gradient_prepared(x, T)
-        for k in params:
-            params[k] = params[k] - lr * grads[k]
-        sync()
+    def __init__(self, net, x, T, lr, sync, compile=False):
+        self.step = make_step(net, xpnn.SGD(lr=lr), compile=compile)
+        self.state, self.x, self.T, self.sync = self.step.init(), x, T, sync
 
-    return step
+    @property
+    def params(self) -> dict:
+        return self.state["params"]
+
+    def __call__(self):
+        self.state = self.step(self.state, self.x, self.T)
+        self.sync(self.state)
+
+
+def backprop_step(net, x, T, lr, sync, compile=False) -> TrainerStep:
+    return TrainerStep(net, x, T, lr, sync, compile)
 
 
 def numerical_step(net, x, T, lr, sync, method="batched"):
@@ -424,6 +461,8 @@ def gemm_floor_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
     every layer but the first. Returns (step, flops)."""
     rng = np.random.default_rng(seed)
     n, s = spec.batch, spec.sizes
+    if target.id == "jax":
+        return _jax_gemm_floor_step(spec, dtype, rng), spec.step_flops()
     if target.id == "cupy":
         import cupy as lib
 
@@ -458,6 +497,29 @@ def gemm_floor_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
         sync()
 
     return step, spec.step_flops()
+
+
+def _jax_gemm_floor_step(spec: NetSpec, dtype: str, rng):
+    """The same products in one jitted function (eager JAX would time its dispatch)."""
+    import jax
+    import jax.numpy as jnp
+
+    n, s = spec.batch, spec.sizes
+    hs = [jnp.asarray((rng.random((n, a)) - 0.5).astype(dtype)) for a in s[:-1]]
+    Ws = [jnp.asarray((0.05 * rng.standard_normal((a, b))).astype(dtype))
+          for a, b in zip(s[:-1], s[1:], strict=True)]
+    ds = [jnp.asarray((rng.random((n, b)) - 0.5).astype(dtype)) for b in s[1:]]
+
+    @jax.jit
+    def products(hs, Ws, ds):
+        out = [h @ W for h, W in zip(hs, Ws, strict=True)]
+        out += [h.T @ d for h, d in zip(hs, ds, strict=True)]
+        return out + [d @ W.T for d, W in zip(ds[1:], Ws[1:], strict=True)]
+
+    def step():
+        jax.block_until_ready(products(hs, Ws, ds))
+
+    return step
 
 
 def plain_numpy_step(spec: NetSpec, dtype: str, seed: int = 0):

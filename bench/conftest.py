@@ -26,6 +26,10 @@ if _THREADS:
               "its BLAS thread count may not follow", file=sys.stderr)
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _THREADS
+    if _THREADS == "1":  # XLA's CPU thread pool (JAX), read when jax is first imported
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
 
 import pytest  # noqa: E402
 
@@ -45,6 +49,7 @@ if _THREADS:
 def pytest_configure(config):
     for name, text in (
         ("step", "one training iteration (gradient + SGD update) and its peers"),
+        ("compiled", "the compiled step (torch.compile, jax.jit) beside eager and the peers"),
         ("numerical", "numerical-gradient iterations (long; sampled on big nets)"),
         ("sweep", "784-H-10 scaling sweep: time per iteration vs parameter count"),
         ("e2e", "end-to-end MNIST training (needs $XPNN_DATA_DIR/mnist)"),

@@ -2,8 +2,8 @@
 
 * Wall time to train the seed TwoLayerNet (784-50-10 sigmoid, init std 0.01, SGD lr 0.1,
   batch 100) by backprop until the MNIST test accuracy reaches 0.94, evaluated every
-  600 iterations, on each backend. The loop is the trainer's unchecked step:
-  ``gradient_prepared`` + a rebinding SGD update, minibatches gathered on the device.
+  600 iterations, on each backend. The loop runs the trainer's own step
+  (``xpnn.training.make_step``), minibatches gathered on the device.
 * Numerical-gradient (batched) training throughput on the same problem: a few
   iterations, iterations/s, and what that means for the book's 10,000-iteration run
   (which the original post reported as 17 hours).
@@ -19,6 +19,8 @@ import pytest
 from benchcommon import DTYPES, NETS, TARGETS, VERSIONS, make_net, synchronizer
 
 import xpnn
+from xpnn.training import Step, make_step
+from xpnn.training.step import numerical_gradient_fn
 
 TARGET_ACCURACY = 0.94
 EVAL_EVERY = 600
@@ -53,7 +55,8 @@ class MnistOnDevice:
 def _train_to_accuracy(data, lr, sync):
     net, xp = data.net, data.net.xp
     net.params = dict(data.initial)  # every round starts from the same weights
-    params = net.params
+    step = make_step(net, xpnn.SGD(lr=lr))  # the trainer's step
+    state = step.init()
     history = []
     acc = 0.0
     it = 0
@@ -61,11 +64,9 @@ def _train_to_accuracy(data, lr, sync):
         idx = data.batches[it - 1, :]
         xb = xp.take(data.x_train, idx, axis=0)
         Tb = xp.take(data.T_train, idx, axis=0)
-        grads = net.gradient_prepared(xb, Tb)
-        for k in params:
-            params[k] = params[k] - lr * grads[k]
+        state = step(state, xb, Tb)
         if it % EVAL_EVERY == 0:
-            acc = float(net.accuracy_prepared(data.x_test, data.T_test))
+            acc = float(net.accuracy_prepared(data.x_test, data.T_test, state["params"]))
             history.append(round(acc, 4))
             if acc >= TARGET_ACCURACY:
                 break
@@ -115,17 +116,15 @@ def test_numerical_training_throughput(benchmark, mnist_host, target, dtype):
     data = MnistOnDevice(mnist_host, target, dtype, NUMERICAL_ITERS + 1)
     net, xp = data.net, data.net.xp
     sync = synchronizer(target)
-    params = net.params
-    state = {"i": 0}
+    step = Step(net, xpnn.SGD(lr=0.1), gradient=numerical_gradient_fn(net, net.default_h()))
+    state = {"i": 0, "step": step.init()}
 
     def one_iteration():
         idx = data.batches[state["i"] % data.batches.shape[0], :]
         state["i"] += 1
         xb = xp.take(data.x_train, idx, axis=0)
         Tb = xp.take(data.T_train, idx, axis=0)
-        grads = net.numerical_gradient_prepared(xb, Tb, method="batched")
-        for k in params:
-            params[k] = params[k] - 0.1 * grads[k]
+        state["step"] = step(state["step"], xb, Tb)
         sync()
 
     one_iteration()  # warm-up
@@ -133,7 +132,7 @@ def test_numerical_training_throughput(benchmark, mnist_host, target, dtype):
     benchmark.pedantic(one_iteration, rounds=NUMERICAL_ITERS, iterations=1)
     median = benchmark.stats.stats.median
     t0 = time.perf_counter()
-    float(net.accuracy_prepared(data.x_test, data.T_test))
+    float(net.accuracy_prepared(data.x_test, data.T_test, state["step"]["params"]))
     eval_s = time.perf_counter() - t0
     projected = median * BOOK_ITERS + eval_s * (BOOK_ITERS // EVAL_EVERY)
     benchmark.extra_info.update({

@@ -23,6 +23,7 @@ from benchcommon import (
     backprop_step,
     base_info,
     gemm_floor_step,
+    jax_target,
     loop_sample,
     measure,
     numerical_step,
@@ -70,6 +71,23 @@ def _step_cases():
 STEP_CASES = _step_cases()
 
 
+def _compiled_cases():
+    """The compiled steps beside their eager versions and the peers, float32, on the
+    seed and wide nets: one ``-m compiled`` run gives every figure side by side."""
+    jax = jax_target()
+    by_id = {t.id: t for t in TARGETS + ([jax] if jax else [])}
+    rows = [("backprop", "numpy"), ("gemm-floor", "numpy"), ("backprop", "torch"),
+            ("backprop-compiled", "torch"), ("torch-eager", "torch"), ("gemm-floor", "torch"),
+            ("backprop-compiled", "jax"), ("gemm-floor", "jax")]
+    return [
+        pytest.param(who, net, by_id[tid], "float32", id=f"{who}-{net}-{tid}-float32")
+        for net in ("seed", "wide") for who, tid in rows if tid in by_id
+    ]
+
+
+COMPILED_CASES = _compiled_cases()
+
+
 def _warmups(target) -> int:
     return 5 if target.gpu else 2
 
@@ -78,12 +96,19 @@ def _warmups(target) -> int:
 @pytest.mark.parametrize("who,net_name,target,dtype", STEP_CASES)
 def test_step(benchmark, who, net_name, target, dtype):
     """One backprop iteration of xpnn (``who == "backprop"``) or of a peer."""
-    spec = NETS[net_name]
     benchmark.group = f"step {net_name} {dtype}"
-    if who == "backprop":
+    _step_body(benchmark, who, net_name, target, dtype)
+
+
+def _step_body(benchmark, who, net_name, target, dtype):
+    spec = NETS[net_name]
+    if who in ("backprop", "backprop-compiled"):
         net, x, T = problem(spec, target, dtype)
-        benchmark.extra_info.update(base_info(spec, target, dtype, "backprop", net=net))
-        step = backprop_step(net, x, T, spec.lr, synchronizer(target))
+        benchmark.extra_info.update(base_info(spec, target, dtype, who, net=net))
+        step = backprop_step(net, x, T, spec.lr, synchronizer(target),
+                             compile=who == "backprop-compiled")
+        benchmark.extra_info["step"] = "xpnn.training.make_step(net, SGD(lr))" + (
+            ", compile=True" if who == "backprop-compiled" else "")
     elif who == "torch-eager":
         step, params, _, _ = torch_eager_step(spec, target, dtype)
         _check_same_first_step(spec, target, dtype, step, params)
@@ -100,6 +125,17 @@ def test_step(benchmark, who, net_name, target, dtype):
         step, _, _, _ = plain_numpy_step(spec, dtype)
         benchmark.extra_info.update(base_info(spec, target, dtype, who, impl="peer"))
     measure(benchmark, step, warmup=_warmups(target))
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize("who,net_name,target,dtype", COMPILED_CASES)
+def test_compiled_step(benchmark, who, net_name, target, dtype):
+    """The trainer's step with compile=True (torch.compile, jax.jit) next to the eager
+    step, PyTorch eager autograd and the GEMM floors (float32)."""
+    benchmark.group = f"compiled {net_name} {dtype}"
+    if who == "backprop-compiled":
+        _check_compiled_first_step(NETS[net_name], target, dtype)
+    _step_body(benchmark, who, net_name, target, dtype)
 
 
 @pytest.mark.step
@@ -161,9 +197,23 @@ def _store_estimate(benchmark, sampled):
 def _check_same_first_step(spec, target, dtype, peer_step, peer_params):
     """The peer starts from xpnn's weights and its first step lands on xpnn's."""
     net, x, T = problem(spec, target, dtype)
-    backprop_step(net, x, T, spec.lr, synchronizer(target))()
+    step = backprop_step(net, x, T, spec.lr, synchronizer(target))
+    step()
     peer_step()
     tol = 1e-4 if dtype == "float32" else 1e-10
     for p, k in zip(peer_params, net.params, strict=True):
-        mine, theirs = xpnn.to_numpy(net.params[k]), p.detach().cpu().numpy()
+        mine, theirs = xpnn.to_numpy(step.params[k]), p.detach().cpu().numpy()
         np.testing.assert_allclose(theirs, mine, rtol=tol, atol=tol * 1e-2, err_msg=k)
+
+
+def _check_compiled_first_step(spec, target, dtype):
+    """Two compiled steps land where two eager steps do."""
+    steps = []
+    for compile in (False, True):
+        net, x, T = problem(spec, target, dtype)
+        step = backprop_step(net, x, T, spec.lr, synchronizer(target), compile=compile)
+        step()
+        step()
+        steps.append({k: xpnn.to_numpy(v) for k, v in step.params.items()})
+    for k in steps[0]:
+        np.testing.assert_allclose(steps[1][k], steps[0][k], rtol=1e-4, atol=1e-6, err_msg=k)

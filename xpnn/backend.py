@@ -272,8 +272,21 @@ def compile_step(fn, xp, device=None):
     if name == "torch":
         import torch
 
-        return torch.compile(fn, dynamic=False), False
+        return torch.compile(_own_code(fn), dynamic=False), False
     return fn, False
+
+
+def _own_code(fn):
+    """``fn`` behind a wrapper with a code object of its own. torch.compile keeps its
+    compiled graphs per code object, at most ``recompile_limit`` (8) of them, and every
+    step's ``pure`` shares one code object: without this, the ninth compiled step of a
+    process would silently run eagerly."""
+
+    def step(state, *batch):
+        return fn(state, *batch)
+
+    step.__code__ = step.__code__.replace()  # a new code object, same contents
+    return step
 
 
 def _leaves(tree) -> list:

@@ -1,6 +1,12 @@
-"""Training: the mini-batch runner (``runner``) and the record of a run (``history``)."""
+"""Training: the mini-batch runner (``runner``), its callbacks (``callbacks``), the pure
+step it runs (``step``) and the record of a run (``history``)."""
 
+from .callbacks import Callback, DivergenceGuard, EarlyStopping, LRSchedule, Progress
 from .history import FIELDS, History
-from .runner import TrainingDivergedError, train
+from .runner import Run, TrainingDivergedError, train
+from .step import Step, make_step
 
-__all__ = ["FIELDS", "History", "TrainingDivergedError", "train"]
+__all__ = [
+    "FIELDS", "Callback", "DivergenceGuard", "EarlyStopping", "History", "LRSchedule",
+    "Progress", "Run", "Step", "TrainingDivergedError", "make_step", "train",
+]

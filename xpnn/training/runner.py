@@ -372,6 +372,9 @@ def _run(run: Run, callbacks) -> History:
                 cb.on_train_end(run)
         finally:
             run.optimizer.lr = run.base_lr
+            if run.step.pure_optimizer:  # the next train() continues from here, but
+                diverged = isinstance(run.error, TrainingDivergedError)  # not from NaN
+                run.optimizer.state = None if diverged else run.state["opt"]
     return run.history
 
 

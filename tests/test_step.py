@@ -1,0 +1,252 @@
+"""The pure training step (``xpnn.training.step``) and its compiled forms: eager equals
+the book's update on every backend; jax.jit and torch.compile equal eager (float64,
+1e-12) for every optimiser; torch.compile traces the step as one graph."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn.backend import compile_step
+from xpnn.training import make_step, train
+
+OPTIMIZERS = sorted(xpnn.OPTIMIZERS)
+LR = {"sgd": 0.1, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0.01,
+      "adam": 0.01}
+ALL_ACTIVATIONS = ["sigmoid", "relu", "tanh", "elu", "identity"]
+
+
+def _host_problem(n=12, d=4, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((n, d)), rng.integers(0, k, n)) for _ in range(3)]
+
+
+def _net(backend, device=None, activation="tanh", sizes=(4, 6, 5, 3), **kw):
+    return xpnn.MLP(list(sizes), activation=activation, weight_init=0.5, seed=0,
+                    backend=backend, device=device, dtype="float64", **kw)
+
+
+def _batches(net, to_array):
+    return [(to_array(x), net.prepare_targets(to_array(y))) for x, y in _host_problem()]
+
+
+def _leaves(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = {}
+        for key in sorted(tree):
+            out.update(_leaves(tree[key], f"{prefix}{key}/"))
+        return out
+    return {prefix.rstrip("/"): np.asarray(xpnn.to_numpy(tree), dtype=np.float64)}
+
+
+def _assert_same_state(a, b, tol=1e-12):
+    la, lb = _leaves(a), _leaves(b)
+    assert la.keys() == lb.keys()
+    for key in la:
+        np.testing.assert_allclose(la[key], lb[key], rtol=tol, atol=tol, err_msg=key)
+
+
+def _three_steps(step, batches):
+    state = step.init()
+    for xb, Tb in batches:
+        state = step(state, xb, Tb)
+    return state
+
+
+# -- eager: the step is the book's update ----------------------------------------------
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_step_equals_the_book_update(backend, to_backend, name):
+    net, ref = _net(*backend), _net(*backend)
+    batches = _batches(net, lambda a: to_backend(a, "float64" if a.dtype.kind == "f" else None))
+    state = _three_steps(make_step(net, xpnn.make_optimizer(name, lr=LR[name])), batches)
+    opt = xpnn.make_optimizer(name, lr=LR[name])
+    for xb, Tb in batches:
+        opt.update(ref.params, ref.gradient_prepared(xb, Tb))
+    _assert_same_state(state["params"], ref.params)
+    assert int(state["iteration"]) == 3 and int(state["first_bad"]) == -1
+    assert net.params is not state["params"]  # the net itself was not touched
+
+
+def test_first_bad_flag_marks_the_first_non_finite_step():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 3))
+    t = x @ rng.standard_normal((3, 1))
+    net = xpnn.MLP([3, 4, 1], activation="identity", loss="mse", weight_init=0.5, seed=0,
+                   dtype="float64")
+    T = net.prepare_targets(t)
+    step = make_step(net, xpnn.SGD(lr=1e30))
+    state, first = step.init(), None
+    with np.errstate(all="ignore"):
+        for k in range(1, 12):
+            state = step(state, x, T)
+            finite = all(np.all(np.isfinite(p)) for p in state["params"].values())
+            if first is None and not finite:
+                first = k
+            assert int(state["first_bad"]) == (-1 if first is None else first)
+    assert first is not None and first > 1
+
+
+def test_lr_lives_in_the_state():
+    net = _net("numpy")
+    (xb, Tb), *_ = _batches(net, np.asarray)
+    step = make_step(net, xpnn.SGD(lr=0.1))
+    state = step.init()
+    slow = step(state, xb, Tb)
+    fast = step({**state, "lr": np.asarray(0.2)}, xb, Tb)
+    g = net.gradient_prepared(xb, Tb)
+    np.testing.assert_allclose(slow["params"]["W1"], net.params["W1"] - 0.1 * g["W1"])
+    np.testing.assert_allclose(fast["params"]["W1"], net.params["W1"] - 0.2 * g["W1"])
+
+
+def test_compile_is_the_plain_step_on_host_array_libraries():
+    def fn(state, xb, Tb):
+        return state
+
+    for name in ("numpy", "array_api_strict"):
+        assert compile_step(fn, xpnn.get_namespace(name)) == (fn, False)
+
+
+def test_compile_needs_a_pure_optimizer_and_backprop():
+    class BookSGD:
+        lr = 0.1
+
+        def update(self, params, grads):
+            for k in params:
+                params[k] = params[k] - self.lr * grads[k]
+
+    net = _net("numpy")
+    with pytest.raises(TypeError, match="compile=True needs an optimizer with a pure"):
+        make_step(net, BookSGD(), compile=True)
+    x, y = _host_problem()[0]
+    with pytest.raises(ValueError, match="compile=True needs gradient='backprop'"):
+        train(net, (x, y), batch_size=4, gradient="numerical", compile=True, progress=False)
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        make_step(net, xpnn.SGD(), compile="yes")
+
+
+def test_overridden_update_is_what_runs():
+    """A subclass of an xpnn optimiser that overrides update() keeps its override."""
+    calls = []
+
+    class Spy(xpnn.SGD):
+        def update(self, params, grads):
+            calls.append(self.lr)
+            super().update(params, grads)
+
+    net = _net("numpy")
+    step = make_step(net, Spy(lr=0.25))
+    assert not step.pure_optimizer
+    _three_steps(step, _batches(net, np.asarray))
+    assert calls == [0.25] * 3
+
+
+# -- torch.compile -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def torch_cpu():
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # dynamo's notes on lru_cache etc.
+        yield torch
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_torch_compile_equals_eager(torch_cpu, name):
+    net = _net("torch", activation=ALL_ACTIVATIONS[:2])
+    batches = _batches(net, torch_cpu.as_tensor)
+    opt = xpnn.make_optimizer
+    eager = _three_steps(make_step(net, opt(name, lr=LR[name])), batches)
+    compiled_step = make_step(net, opt(name, lr=LR[name]), compile=True)
+    compiled = _three_steps(compiled_step, batches)
+    assert compiled_step.compiled and not compiled_step.donates
+    _assert_same_state(compiled, eager)
+
+
+def test_torch_step_is_one_graph(torch_cpu):
+    """torch._dynamo.explain: no graph break anywhere in the step, for every activation
+    and the optimiser with the most state."""
+    net = _net("torch", sizes=(4, 6, 6, 6, 6, 6, 3), activation=ALL_ACTIVATIONS,
+               weight_decay=0.01)
+    (xb, Tb), *_ = _batches(net, torch_cpu.as_tensor)
+    step = make_step(net, xpnn.Adam(lr=0.01))
+    explanation = torch_cpu._dynamo.explain(step.pure)(step.init(), xb, Tb)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_train_with_compile_matches_eager_torch(torch_cpu):
+    x, y = _host_problem(n=40)[0]
+    tr = (torch_cpu.as_tensor(x), torch_cpu.as_tensor(y))
+    runs = []
+    for compile in (False, True):
+        net = _net("torch")
+        h = train(net, tr, tr, optimizer=xpnn.Adam(lr=0.01), batch_size=8, iters=12,
+                  eval_every=5, seed=0, lr_schedule=xpnn.StepLR(4, 0.5), compile=compile,
+                  progress=False)
+        runs.append((h, _leaves(net.params)))
+    (h1, p1), (h2, p2) = runs
+    assert h2.meta["compile"] and h1.iteration == h2.iteration == [0, 5, 10, 12]
+    np.testing.assert_allclose(h2.train_loss, h1.train_loss, rtol=1e-12)
+    _assert_same_state(p2, p1)
+
+
+# -- jax.jit -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jnp():
+    jax = pytest.importorskip("jax")
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    yield jax.numpy
+    jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_jax_jit_equals_eager(jnp, name):
+    net = _net(jnp, activation=ALL_ACTIVATIONS[:2])
+    batches = _batches(net, jnp.asarray)
+    eager = _three_steps(make_step(net, xpnn.make_optimizer(name, lr=LR[name])), batches)
+    jitted_step = make_step(net, xpnn.make_optimizer(name, lr=LR[name]), compile=True)
+    jitted = _three_steps(jitted_step, batches)
+    assert jitted_step.donates
+    _assert_same_state(jitted, eager)
+
+
+def test_jax_schedule_does_not_retrace(jnp):
+    net = _net(jnp)
+    batches = _batches(net, jnp.asarray)
+    step = make_step(net, xpnn.SGD(lr=0.1), compile=True)
+    traces, gradient = [], step._gradient
+
+    def counting(*args):  # runs once per trace, not per call
+        traces.append(1)
+        return gradient(*args)
+
+    step._gradient = counting
+    state = step.init()
+    for i, (xb, Tb) in enumerate(batches):
+        state = step({**state, "lr": jnp.asarray(0.1 / (i + 1), dtype=net.dtype)}, xb, Tb)
+    assert len(traces) == 1
+
+
+def test_train_with_compile_matches_eager_jax(jnp):
+    x, y = _host_problem(n=40)[0]
+    tr = (jnp.asarray(x), jnp.asarray(y))
+    runs = []
+    for compile in (False, True):
+        net = _net(jnp)
+        h = train(net, tr, optimizer=xpnn.Momentum(lr=0.05), batch_size=8, iters=9,
+                  eval_every=4, seed=0, compile=compile, progress=False)
+        runs.append((h, _leaves(net.params)))
+    (h1, p1), (h2, p2) = runs
+    np.testing.assert_allclose(h2.train_loss, h1.train_loss, rtol=1e-12)
+    _assert_same_state(p2, p1)
+    assert all(math.isfinite(v) for v in h2.train_loss)
