@@ -126,3 +126,19 @@ def test_out_of_core_evaluation_on_the_workers(executor):
     assert loss == pytest.approx(float(net.loss(x, t)), rel=1e-12)
     assert acc == pytest.approx(net.accuracy(x, t), abs=1e-12)
     assert _timed(lambda: accuracy(net, xd, td)) == acc
+
+
+def test_cli_scheduler_flag_connects_to_a_running_cluster(executor):
+    import argparse
+
+    from xpnn.dist.cli import add_dist_flags, dist_setup
+
+    parser = argparse.ArgumentParser()
+    add_dist_flags(parser)
+    address = executor._client.scheduler.address
+    args = parser.parse_args(["--scheduler", address])
+    net, x, t, T = _gradient_problem()
+    with dist_setup(args, gradient="numerical") as setup:
+        assert setup.executor._client.scheduler.address == address
+        got = _timed(lambda: numerical_gradient(net, x, T, executor=setup.executor))
+    assert _max_rel(got, net.numerical_gradient(x, t)) <= 1e-12
