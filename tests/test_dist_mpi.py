@@ -8,22 +8,29 @@ from __future__ import annotations
 import dist_launch
 import pytest
 
+from xpnn.backend import available_backends
+
 pytest.importorskip("mpi4py")
 TIMEOUT = dist_launch.TIMEOUT
 
 
-def run_ranks(scenario, tmp_path, n=2):
-    return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n)
+def run_ranks(scenario, tmp_path, n=2, backend="numpy"):
+    return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n,
+                                 env={"XPNN_TEST_BACKEND": backend})
 
 
 def _ok(proc):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path):
-    proc, outs, _ = run_ranks("collectives", tmp_path)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, backend):
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not installed")
+    proc, outs, _ = run_ranks("collectives", tmp_path, backend=backend)
     _ok(proc)
     r0, r1 = outs
+    assert r0["backend"] == backend
     assert (r0["rank"], r0["size"], r1["rank"]) == (0, 2, 1)
     for out in outs:
         assert out["mean_rel_err"] <= 1e-12  # uneven shards (7 + 6 rows) are exact
