@@ -76,10 +76,10 @@ class Comm:
 
 def check_same(comm, values: dict, hint: str = "") -> None:
     """Raise the same ValueError on every rank unless every rank passed the same
-    numbers in ``values`` ({name: number}). Ranks that disagree on, say, the number
-    of iterations would pair one rank's gradient Allreduce with another's evaluation
-    sum. Uses only ``allreduce_sum`` (one call): all equal exactly when the sum of
-    squares is ``size`` times the mean square, which every rank sees alike."""
+    integers in ``values`` ({name: int}, exact below 2**26). Ranks that disagree on,
+    say, the number of iterations would pair one rank's gradient Allreduce with
+    another's evaluation sum. Uses only ``allreduce_sum`` (one call): all equal exactly
+    when size * sum(v**2) == sum(v)**2, which every rank sees alike."""
     if comm is None or comm.size == 1:
         return
     names = list(values)
@@ -117,7 +117,7 @@ def _check_weight(weight) -> float:
 
 
 class SingleProcessComm(Comm):
-    """One process: every collective is the identity (the default of ``train``)."""
+    """One process: every collective is the identity (what ``train(comm=None)`` does)."""
 
     rank, size = 0, 1
 
