@@ -20,15 +20,16 @@ from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, shard
 from xpnn.dist.comm import _params_digest, check_same
 
 BACKEND = os.environ.get("XPNN_TEST_BACKEND", "numpy")
+DEVICE = os.environ.get("XPNN_TEST_DEVICE") or None
 
 
 def _problem(n=13, sizes=(6, 5, 3), seed=0, weight_decay=0.01):
     """A float64 net and (x, t) on $XPNN_TEST_BACKEND (default numpy)."""
     net = xpnn.MLP(list(sizes), activation="tanh", weight_init=0.7, dtype="float64",
-                   weight_decay=weight_decay, seed=seed, backend=BACKEND)
+                   weight_decay=weight_decay, seed=seed, backend=BACKEND, device=DEVICE)
     rng = np.random.default_rng(1)
-    x = xpnn.asarray(rng.standard_normal((n, sizes[0])), backend=BACKEND)
-    t = xpnn.asarray(rng.integers(0, sizes[-1], n), backend=BACKEND)
+    x = xpnn.asarray(rng.standard_normal((n, sizes[0])), backend=BACKEND, device=DEVICE)
+    t = xpnn.asarray(rng.integers(0, sizes[-1], n), backend=BACKEND, device=DEVICE)
     return net, x, t
 
 
@@ -68,11 +69,12 @@ def collectives(comm, out):
     out["numerical_max_abs_diff"] = max(
         float(np.max(np.abs(xpnn.to_numpy(got[k]) - xpnn.to_numpy(want[k])))) for k in want)
     out["backend"] = net.backend
+    out["device"] = str(net.device)
 
 
 def _kwargs(net):
     return dict(sizes=net.sizes, activation=net.activations, loss=net.loss_name,
-                backend=net.backend,
+                backend=net.backend, device=DEVICE,
                 weight_init=0.7, weight_decay=net.weight_decay, dtype=net.dtype_name, seed=0)
 
 

@@ -14,23 +14,34 @@ pytest.importorskip("mpi4py")
 TIMEOUT = dist_launch.TIMEOUT
 
 
-def run_ranks(scenario, tmp_path, n=2, backend="numpy"):
+def run_ranks(scenario, tmp_path, n=2, backend="numpy", device=""):
     return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n,
-                                 env={"XPNN_TEST_BACKEND": backend})
+                                 env={"XPNN_TEST_BACKEND": backend, "XPNN_TEST_DEVICE": device})
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def _ok(proc):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, backend):
+@pytest.mark.parametrize("backend, device", [("numpy", ""), ("torch", ""), ("torch", "cuda")],
+                         ids=["numpy", "torch", "torch-cuda"])
+def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, backend, device):
     if backend not in available_backends():
         pytest.skip(f"{backend} is not installed")
-    proc, outs, _ = run_ranks("collectives", tmp_path, backend=backend)
+    if device == "cuda" and not _torch_cuda():
+        pytest.skip("torch sees no CUDA device")
+    proc, outs, _ = run_ranks("collectives", tmp_path, backend=backend, device=device)
     _ok(proc)
     r0, r1 = outs
-    assert r0["backend"] == backend
+    assert r0["backend"] == backend and ("cuda" in r0["device"]) == (device == "cuda")
     assert (r0["rank"], r0["size"], r1["rank"]) == (0, 2, 1)
     for out in outs:
         assert out["mean_rel_err"] <= 1e-12  # uneven shards (7 + 6 rows) are exact
