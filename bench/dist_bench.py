@@ -79,6 +79,25 @@ def run_mpi(mode: str, ranks: int, reps: int) -> dict:
             return json.load(f)
 
 
+def timed_chunk_task(payload, chunks):
+    """chunk_task on a worker, with the worker's wall and CPU seconds."""
+    from xpnn.dist.executor import chunk_task
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    chunk_task(payload, chunks)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def worker_seconds(net, x, T, pool, n_workers: int) -> list:
+    """Wall and CPU seconds of each worker's share (the partition numerical_gradient
+    uses), submitted together."""
+    from xpnn.dist.executor import _payload
+
+    groups = partition(net, xnum.plan(net, x.shape[0]), n_workers)
+    payload = _payload(net, x, T, net.default_h())
+    return [f.result() for f in [pool.submit(timed_chunk_task, payload, g) for g in groups]]
+
+
 def in_process_steps(net, x, T) -> dict:
     """Interleaved rounds of every in-process configuration; raw seconds per step."""
     from xpnn.dist.dask import dask_executor
@@ -99,10 +118,13 @@ def in_process_steps(net, x, T) -> dict:
         for fn in runs.values():
             fn()  # warm-up: worker start, imports, caches
         configs = {name: [] for name in runs}
+        shares = {"1 worker": [], "2 workers": []}
         for _ in range(ROUNDS):
             for name, fn in runs.items():
                 configs[name].append(_timed(fn))
-    return configs
+            shares["1 worker"].append(worker_seconds(net, x, T, pool1, 1))
+            shares["2 workers"].append(worker_seconds(net, x, T, pool2, 2))
+    return configs, shares
 
 
 def chunk_times(net, x, T) -> tuple[list, dict]:
@@ -170,11 +192,30 @@ def machine_info() -> dict:
         "xpnn": xpnn.__version__, "mpi4py": mpi4py.__version__, "dask": dask.__version__,
         "blas_threads": os.environ["OMP_NUM_THREADS"],
         "loadavg_start": os.getloadavg(),
+        "sched_autogroup": _read("/proc/sys/kernel/sched_autogroup_enabled"),
     }
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def _med(values) -> float:
     return statistics.median(values)
+
+
+def _autogroup_note(result) -> list:
+    if result["machine"].get("sched_autogroup") != "1":
+        return []
+    return ["", "Linux autogroup scheduling is on here: the kernel shares the CPU between "
+            "sessions first. ProcessPoolExecutor and Dask workers stay in this session and "
+            "share its one slice, whereas mpiexec starts every rank in a session of its own; "
+            "so on a busy machine only the MPI rows can show a 2-core speed-up (the workers' "
+            "CPU seconds do halve)."]
 
 
 def markdown(result: dict) -> str:
@@ -182,7 +223,8 @@ def markdown(result: dict) -> str:
              f"Machine: {result['machine']['cpu_count']} cores, load average "
              f"{result['machine']['loadavg_start'][0]:.1f} at start and "
              f"{result['machine']['loadavg_end'][0]:.1f} at the end (other jobs share "
-             f"it: figures are medians of {ROUNDS} rounds). One BLAS thread per process.", "",
+             f"it: figures are medians of {result['rounds']} rounds). One BLAS thread per "
+             f"process.", *_autogroup_note(result), "",
              "## Numerical-gradient step, seed net (784-50-10, float64, batch 100)", "",
              "| configuration | median s/step | min s/step | speed-up vs 1 (median) | "
              "(min) |", "|---|---:|---:|---:|---:|"]
@@ -194,6 +236,14 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {_med(values):.3f} | {min(values):.3f} | "
                      f"{_med(steps[ref]) / _med(values):.2f}x | "
                      f"{min(steps[ref]) / min(values):.2f}x |")
+    shares = result.get("process_pool_worker_wall_cpu_s")
+    if shares:
+        lines += ["", "ProcessPoolExecutor workers, each one's share (medians over the rounds), "
+                  "wall / CPU seconds:"]
+        for name, rounds in shares.items():
+            per = [f"{_med([r[i][0] for r in rounds]):.3f} / {_med([r[i][1] for r in rounds]):.3f}"
+                   for i in range(len(rounds[0]))]
+            lines.append(f"- {name}: {'; '.join(per)}")
     lines += ["", "MPI ranks, the parameter split itself (rank 0, medians): forward cache + own "
               "chunks, wall / CPU seconds:"]
     for n, d in result["mpi_numerical"].items():
@@ -240,7 +290,7 @@ def main():
     info = machine_info()
     info["keep_freed_memory"] = keep_freed_memory()
     net, x, T = seed_problem()
-    steps = in_process_steps(net, x, T)
+    steps, shares = in_process_steps(net, x, T)
     mpi = {n: run_mpi("numerical", n, ROUNDS) for n in (1, 2)}
     for n, d in mpi.items():
         steps[f"MPI, {n} rank{'s' if n > 1 else ''} (Allgatherv)"] = d["per_rank"][0]["step_all"]
@@ -252,6 +302,7 @@ def main():
         "machine": info,
         "rounds": ROUNDS,
         "numerical_step_s": steps,
+        "process_pool_worker_wall_cpu_s": shares,
         "mpi_numerical": {str(n): d for n, d in mpi.items()},
         "allreduce": allreduce,
         "scaling": {
@@ -270,10 +321,13 @@ def main():
     out.parent.mkdir(exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str))
     text = markdown(result)
-    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".md").write_text(text)  # also: python bench/dist_bench.py --markdown X.json
     print(text)
     print(f"wrote {out}.json and {out}.md")
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--markdown"]:  # re-render a saved run
+        print(markdown(json.loads(Path(sys.argv[2]).read_text())))
+    else:
+        main()
