@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -26,6 +27,9 @@ import numpy as np
 from .comm import Comm, _check_weight, host_buffer, pack, to_device_like, unpack
 
 __all__ = ["MPIComm", "abort_on_error", "mpi_world_size"]
+
+#: seconds between printing a failed rank's error and MPI_Abort
+_ABORT_GRACE_S = 0.5
 
 #: environment variables through which launchers announce the world size
 _SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
@@ -142,12 +146,14 @@ def abort_on_error(comm=None, exit_code: int = 1):
         raw = getattr(comm, "comm", comm)
         if raw is None:
             raw = _mpi().COMM_WORLD
-        traceback.print_exc()
-        sys.stderr.write(
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + (
             f"xpnn: rank {raw.Get_rank()} of {raw.Get_size()} failed "
             f"({type(exc).__name__}: {exc}); aborting all ranks\n"
         )
-        sys.stderr.flush()
         sys.stdout.flush()
+        os.write(2, text.encode(errors="replace"))  # one unbuffered write
+        # the launcher forwards stderr through a pipe and MPI_Abort tears everything
+        # down at once: without a pause the message was lost in 2 of 6 runs
+        time.sleep(_ABORT_GRACE_S)
         raw.Abort(exit_code)
         os._exit(exit_code)  # MPICH's MPI_Abort can return to the caller (seen with 5.0)
