@@ -1,0 +1,105 @@
+"""Real ``mpiexec -n 2`` runs (tests/dist_rank_script.py), each under a 60 s timeout so
+a hang fails the test instead of stalling CI. Skipped without mpi4py and mpiexec
+(``pip install 'xpnn[mpi]'``). The same scenarios over torch.distributed (Gloo on
+the CPU, NCCL with two GPUs) are in test_dist_torch.py."""
+
+from __future__ import annotations
+
+import dist_launch
+import pytest
+
+from xpnn.backend import available_backends
+
+pytest.importorskip("mpi4py")
+TIMEOUT = dist_launch.TIMEOUT
+
+
+def run_ranks(scenario, tmp_path, n=2, backend="numpy", device=""):
+    return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n,
+                                 env={"XPNN_TEST_BACKEND": backend, "XPNN_TEST_DEVICE": device})
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("backend, device", [("numpy", ""), ("torch", ""), ("torch", "cuda")],
+                         ids=["numpy", "torch", "torch-cuda"])
+def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, backend, device):
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not installed")
+    if device == "cuda" and not _torch_cuda():
+        pytest.skip("torch sees no CUDA device")
+    proc, outs, _ = run_ranks("collectives", tmp_path, backend=backend, device=device)
+    _ok(proc)
+    r0, r1 = outs
+    assert r0["backend"] == backend and ("cuda" in r0["device"]) == (device == "cuda")
+    assert (r0["rank"], r0["size"], r1["rank"]) == (0, 2, 1)
+    for out in outs:
+        assert out["mean_rel_err"] <= 1e-12  # uneven shards (7 + 6 rows) are exact
+        assert out["sum"] == [2.0, 2.0]
+        assert out["gathered"] == [0.0, 1.0, 0.0, 1.0, 2.0]
+        assert out["sgd_rel_err"] <= 1e-12
+        assert out["numerical_rel_err"] <= 1e-12
+    assert r0["digest"] == r1["digest"]  # bitwise-identical replicas after 5 steps
+    assert r0["numerical_max_abs_diff"] == r1["numerical_max_abs_diff"]
+
+
+def test_train_with_mpi_comm_matches_single_process(tmp_path):
+    proc, outs, _ = run_ranks("train", tmp_path)
+    _ok(proc)
+    assert outs[0]["digest"] == outs[1]["digest"]  # replicas stay bitwise identical
+    for out in outs:
+        assert out["train_rel_err"] <= 1e-12
+        assert out["loss_diff"] <= 1e-12 and out["acc_diff"] <= 1e-12  # reduced evaluation
+    # only rank 0 shows progress: one summary line, not two
+    assert (proc.stdout + proc.stderr).count("trained 6 iterations") == 1, proc.stdout
+
+
+@pytest.mark.parametrize("scenario", ["raise_on_one", "die_on_one"])
+def test_a_failing_rank_ends_every_rank(tmp_path, scenario):
+    proc, outs, seconds = run_ranks(scenario, tmp_path)
+    assert proc.returncode != 0
+    assert outs == [None, None]  # rank 0 never got past the collective
+    assert seconds < TIMEOUT
+    text = proc.stdout + proc.stderr
+    if scenario == "raise_on_one":
+        assert "boom on purpose" in text
+        assert "rank 1 of 2 failed (RuntimeError: boom on purpose); aborting all ranks" in text
+    else:
+        # mpiexec (MPICH's hydra) saw the SIGKILL, said so and killed rank 0
+        assert "BAD TERMINATION" in text and "signal 9" in text, text
+
+
+def test_replicas_that_differ_are_refused_on_every_rank(tmp_path):
+    proc, outs, _ = run_ranks("different_replicas", tmp_path)
+    assert proc.returncode != 0
+    assert "the replicas are not identical: rank 1 differs from rank 0 in params" in (
+        proc.stderr), proc.stderr
+
+
+def test_ranks_that_disagree_on_the_schedule_all_raise(tmp_path):
+    proc, outs, _ = run_ranks("disagree", tmp_path)
+    _ok(proc)
+    assert outs[0]["error"] == (
+        "the ranks disagree on iterations (rank 0: iterations=3; the mean over 2 ranks: "
+        "iterations=2.5): give iters=")
+    assert outs[1]["error"].startswith("the ranks disagree on iterations (rank 1: iterations=2")
+
+
+def test_mpi_pool_executor_workers_give_the_exact_gradient(tmp_path):
+    def futures(n):  # rank 0 runs the script, the others serve MPIPoolExecutor
+        return [*dist_launch.mpiexec(n), "-m", "mpi4py.futures"]
+
+    proc, outs, _ = dist_launch.run_ranks(futures, "pool", tmp_path, n=3)
+    _ok(proc)
+    assert outs[0]["workers"] == 2
+    assert outs[0]["numerical_rel_err"] <= 1e-12
