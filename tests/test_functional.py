@@ -279,8 +279,8 @@ def test_numerical_gradient_memory_budget_is_found_once(backend, monkeypatch):
     net, x, t = problem(backend, SIZES)
     net.numerical_gradient(x, t)
     assert net._numerical_budget is not None
-    monkeypatch.setattr(N, "_gpu_budget", lambda net: pytest.fail("queried again"))
-    monkeypatch.setattr(N, "DEFAULT_MEMORY_BUDGET", {})
+    monkeypatch.setattr(N, "_device_budget", lambda net: pytest.fail("queried again"))
+    monkeypatch.setattr(N, "in_host_memory", lambda xp, device: False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         net.numerical_gradient(x, t)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import array_api_compat
 
-from ..backend import device_of
+from ..backend import device_of, free_memory, in_host_memory
 from . import functional as F
 
 __all__ = [
@@ -130,34 +130,17 @@ def _budget(net, memory_budget) -> int:
             raise ValueError(f"memory_budget must be positive, got {memory_budget!r}")
         return int(memory_budget)
     if net._numerical_budget is None:  # found once per net: a GPU query is not free
-        if net.backend in DEFAULT_MEMORY_BUDGET and not _on_gpu(net):
-            net._numerical_budget = DEFAULT_MEMORY_BUDGET[net.backend]
+        if in_host_memory(net.xp, net.device):
+            net._numerical_budget = DEFAULT_MEMORY_BUDGET.get(net.backend, 2 * 2**20)
         else:
-            net._numerical_budget = _gpu_budget(net)
+            net._numerical_budget = _device_budget(net)
     return net._numerical_budget
 
 
-def _on_gpu(net) -> bool:
-    return net.backend == "cupy" or "cuda" in str(net.device)
-
-
-def _gpu_budget(net) -> int:
-    """A quarter of the device's free memory, at most 4 GiB."""
-    free = None
-    try:
-        if net.backend == "cupy":
-            import cupy
-
-            free, _ = cupy.cuda.runtime.memGetInfo()
-        elif net.backend == "torch":
-            import torch
-
-            free, _ = torch.cuda.mem_get_info(net.device)
-    except Exception:
-        free = None
-    if not free:
-        return 256 * 2**20
-    return int(min(free // 4, 4 * 2**30))
+def _device_budget(net) -> int:
+    """A quarter of the device's free memory, at most 4 GiB (256 MiB when unknown)."""
+    free = free_memory(net.xp, net.device)
+    return 256 * 2**20 if not free else int(min(free // 4, 4 * 2**30))
 
 
 def forward_cache(net, x) -> Cache:
