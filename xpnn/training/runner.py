@@ -48,6 +48,8 @@ import time
 
 import numpy as np
 
+from ..backend import device_name
+from ..nn.numerical import check_h
 from ..optim.optimizers import SGD, make_optimizer
 from .callbacks import (
     Callback,
@@ -117,18 +119,27 @@ def _prepare_set(net, data, what: str):
     return x, T
 
 
+#: the longest run: iteration counters are int64 on the device and float64 in histories
+MAX_ITERATIONS = 2**53
+
+
 def _total_iterations(iters, epochs, per_epoch: int) -> int:
     if iters is not None and epochs is not None:
         raise ValueError(f"give iters or epochs, not both (got iters={iters}, epochs={epochs})")
     if iters is not None:
-        return _positive_int(iters, "iters")
-    if epochs is None:
-        epochs = 1
-    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Real):
-        raise TypeError(f"epochs must be a positive number, got {epochs!r}")
-    if not (epochs > 0 and math.isfinite(epochs)):
-        raise ValueError(f"epochs must be positive and finite, got {epochs!r}")
-    return max(1, round(epochs * per_epoch))
+        total, what = _positive_int(iters, "iters"), f"iters={iters}"
+    else:
+        if epochs is None:
+            epochs = 1
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Real):
+            raise TypeError(f"epochs must be a positive number, got {epochs!r}")
+        if not (epochs > 0 and math.isfinite(epochs)):
+            raise ValueError(f"epochs must be positive and finite, got {epochs!r}")
+        total, what = max(1, round(epochs * per_epoch)), f"epochs={epochs}"
+    if total > MAX_ITERATIONS:
+        raise ValueError(f"{what} means {total:.3g} iterations, more than the {MAX_ITERATIONS:.3g} "
+                         f"a run can count")
+    return total
 
 
 class _BatchIndices:
@@ -401,6 +412,7 @@ def train(
     log=print,
     compile=False,
     comm=None,
+    executor=None,
 ) -> History:
     """Train ``net`` in place by mini-batch gradient descent; return the ``History``.
 
@@ -435,6 +447,9 @@ def train(
                      jax.jit, torch.compile, CUDA graphs); needs backprop and an
                      ``xpnn.optim`` optimiser
     comm             None (one process) or a communicator (see the module docstring)
+    executor         gradient='numerical' only: a concurrent.futures.Executor (or an
+                     xpnn.dist communicator, every rank calling) that computes the
+                     numerical gradient's parameter chunks (xpnn.dist.numerical_gradient)
 
     Raises ``TrainingDivergedError`` (a ValueError, with ``.iteration`` and
     ``.history``) if the loss or parameters become NaN/inf; the parameters are then
@@ -455,6 +470,13 @@ def train(
     per_epoch = 1 if batch_size is None else -(-n // batch_size)
     total = _total_iterations(iters, epochs, per_epoch)
     eval_every = per_epoch if eval_every is None else _positive_int(eval_every, "eval_every")
+    if comm is not None:
+        from ..dist.comm import check_same
+
+        check_same(comm, {"iterations": total, "eval_every": eval_every},
+                   hint="every rank must run the same steps; with shards of unequal size "
+                        "epochs= and the default eval_every (one epoch) differ between "
+                        "ranks, so give iters= and eval_every=")
     eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
     seed = _check_seed(seed)
 
@@ -471,17 +493,15 @@ def train(
     if gradient == "backprop":
         if h is not None:
             raise ValueError("h (the finite-difference step) applies only to gradient='numerical'")
+        if executor is not None:
+            raise ValueError("executor (parameter-parallel numerical gradients) applies only "
+                             "to gradient='numerical'")
         grad_fn = None
     elif gradient == "numerical":
         if compile:
             raise ValueError("compile=True needs gradient='backprop'")
-        h = net.default_h() if h is None else h
-        if isinstance(h, bool) or not isinstance(h, numbers.Real) or not (
-            h > 0 and math.isfinite(h)
-        ):
-            raise ValueError(f"h must be a positive finite number, got {h!r}")
-        h = float(h)
-        grad_fn = numerical_gradient_fn(net, h)
+        h = check_h(net, h)
+        grad_fn = numerical_gradient_fn(net, h, executor)
     else:
         raise ValueError(f"gradient must be 'backprop' or 'numerical', not {gradient!r}")
 
@@ -532,7 +552,7 @@ def _meta(net, optimizer, base_lr, lr_schedule, batch_size, gradient, h, seed, n
           per_epoch, total, eval_every, eval_batch_size, early_stopping, compile, comm):
     return {
         "backend": net.backend,
-        "device": str(net.device),
+        "device": device_name(net.xp, net.device),
         "dtype": net.dtype_name,
         "sizes": list(net.sizes),
         "activations": list(net.activations),
