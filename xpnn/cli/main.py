@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--quiet", action="store_true",
                    help="print only the final summary line (implies --no-progress)")
+    from ..dist.cli import add_dist_flags
+
+    add_dist_flags(t)
     t.set_defaults(func=cmd_train)
 
     # ---- gradcheck
@@ -653,7 +656,17 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
 
 
 def cmd_train(args) -> int:
+    from ..dist.cli import dist_setup
+
+    with dist_setup(args, gradient=args.gradient) as dist:
+        return _train_as(args, dist)
+
+
+def _train_as(args, dist) -> int:
+    """``xpnn train`` in this process: alone, or as one rank of ``dist`` (xpnn.dist.cli)."""
     cfg = _resolve_train_config(args)
+    if not dist.is_root:  # rank 0 alone prints and writes
+        args.quiet = True
     if args.quiet:
         args.no_progress = True
     n_classes = _n_classes(args)
@@ -668,18 +681,23 @@ def cmd_train(args) -> int:
     args.memory_hint = estimate.hint()
 
     out = OutputFolder(args.out if args.out else _default_out(args.dataset))
-    out.prepare()
+    if dist.is_root:
+        out.prepare()
     try:
-        return _run_training(args, cfg, out)
+        return _run_training(args, cfg, out, dist)
     except BaseException:
-        out.discard()  # only while empty: an error before anything was written
+        if dist.is_root:
+            out.discard()  # only while empty: an error before anything was written
         raise
 
 
-def _run_training(args, cfg, out: OutputFolder) -> int:
+def _run_training(args, cfg, out: OutputFolder, dist) -> int:
     if args.gradient == "numerical" and cfg["dtype_defaulted"]:
         _say(args, FLOAT64_NOTE)
     (x_tr, t_tr), (x_te, t_te), n_classes = _load_data(args, cfg, args.backend, args.device)
+    x_all, t_all = x_tr, t_tr  # for the decision-boundary plot
+    x_tr, t_tr = dist.shard(x_tr, t_tr)  # data-parallel: this rank's rows (else all)
+    x_te, t_te = dist.shard(x_te, t_te)
     n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
     net = MLP(
@@ -702,7 +720,7 @@ def _run_training(args, cfg, out: OutputFolder) -> int:
          f"{cfg['activation'] if sizes[1:-1] else 'no hidden layer'}, {args.optimizer} "
          f"lr {cfg['lr']:g}, {bs}, {length}, {args.gradient} gradients")
     warned_float32 = args.gradient == "numerical" and net.dtype_name == "float32"
-    if warned_float32:
+    if warned_float32 and dist.is_root:
         h = args.h if args.h is not None else net.default_h()
         print(FLOAT32_NUMERICAL_WARNING.format(h=h), file=sys.stderr, flush=True)
 
@@ -718,14 +736,16 @@ def _run_training(args, cfg, out: OutputFolder) -> int:
             batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
             gradient=args.gradient, eval_every=eval_every, seed=args.seed,
             progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
-            **options,
+            comm=dist.comm, executor=dist.executor, **options,
         )
     except BaseException as exc:
-        note = _save_partial(exc, net, out, cli_meta)
+        note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
         if note:
             exc.xpnn_saved = note
         raise
     wall = time.perf_counter() - start
+    if not dist.is_root:
+        return 0
 
     meta = getattr(history, "meta", None)
     if isinstance(meta, dict):
@@ -740,7 +760,7 @@ def _run_training(args, cfg, out: OutputFolder) -> int:
         plotting.plot_history(history, out / "curves.png", title=title)
         written.append("curves.png")
         if args.dataset in TOY:
-            plotting.plot_decision_boundary(net, x_tr, t_tr, out / "decision_boundary.png")
+            plotting.plot_decision_boundary(net, x_all, t_all, out / "decision_boundary.png")
             written.append("decision_boundary.png")
     except ImportError as exc:
         print(f"xpnn: warning: no plots ({exc})", file=sys.stderr)

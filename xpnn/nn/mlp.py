@@ -11,6 +11,7 @@ import numpy as np
 from .._validation import check_inputs, prepare_targets
 from ..backend import (
     backend_name,
+    device_name,
     device_of,
     dtype_name,
     get_namespace,
@@ -214,7 +215,7 @@ class MLP:
         return (
             f"MLP(sizes={self.sizes}, activation={self.activations}, loss={self.loss_name!r}, "
             f"weight_decay={self.weight_decay}, backend={self.backend!r}, "
-            f"device={self.device!s}, dtype={self.dtype_name!r})"
+            f"device={device_name(self.xp, self.device)!r}, dtype={self.dtype_name!r})"
         )
 
     # -- configuration -----------------------------------------------------------------
@@ -297,18 +298,21 @@ class MLP:
         x = self.check_x(x)
         return self.gradient_prepared(x, self.prepare_targets(t, x.shape[0]))
 
-    def numerical_gradient(self, x, t, h=None, method="batched", memory_budget=None) -> dict:
+    def numerical_gradient(self, x, t, h=None, method="batched", memory_budget=None,
+                           executor=None) -> dict:
         """Central-difference gradient of ``loss(x, t)``, dict like ``params``.
 
         method 'batched' (default) evaluates many perturbed parameters in broadcast
         forwards that reuse the unperturbed pass below the perturbed layer; 'loop' is
         the book's element-by-element reference. h defaults to 1e-5 in float64 and
         5e-3 in float32 (about eps**(1/3), the step that balances truncation and
-        rounding error). memory_budget (bytes) bounds the batched chunks.
+        rounding error). memory_budget (bytes) bounds the batched chunks. executor (a
+        concurrent.futures.Executor, or an xpnn.dist communicator on every rank)
+        computes the batched chunks in parallel (xpnn.dist.numerical_gradient).
         """
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
-        grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget)
+        grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget, executor)
         bad = [k for k, g in grads.items() if not bool(self.xp.all(self.xp.isfinite(g)))]
         if bad:
             raise ValueError(
@@ -338,8 +342,16 @@ class MLP:
     def default_h(self) -> float:
         return 1e-5 if self.dtype == self.xp.float64 else 5e-3
 
-    def numerical_gradient_prepared(self, x, T, h=None, method="batched", memory_budget=None):
+    def numerical_gradient_prepared(self, x, T, h=None, method="batched", memory_budget=None,
+                                    executor=None):
         h = _numerical.check_h(self, h)
+        if executor is not None:
+            if method != "batched":
+                raise ValueError(f"executor= splits method='batched' only, not {method!r}")
+            from ..dist.executor import numerical_gradient
+
+            return numerical_gradient(self, x, T, h, executor=executor,
+                                      memory_budget=memory_budget)
         if method == "batched":
             return _numerical.mlp_numerical_gradient(self, x, T, h, memory_budget)
         if method == "loop":

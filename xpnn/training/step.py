@@ -76,9 +76,11 @@ def _with_params(net, method):
     return gradient
 
 
-def numerical_gradient_fn(net, h: float):
-    """(params, x, T) -> the batched central-difference gradient with step ``h``."""
-    return _with_params(net, lambda x, T: net.numerical_gradient_prepared(x, T, h))
+def numerical_gradient_fn(net, h: float, executor=None):
+    """(params, x, T) -> the batched central-difference gradient with step ``h`` (its
+    chunks computed on ``executor``'s workers when given)."""
+    return _with_params(
+        net, lambda x, T: net.numerical_gradient_prepared(x, T, h, executor=executor))
 
 
 def backprop_gradient_fn(net):
