@@ -3,6 +3,7 @@
     nox -s tests        NumPy + array-api-strict
     nox -s tests_torch  adds PyTorch (CPU build here: torch==2.13.0)
     nox -s tests_jax    JAX (CPU here) in 64-bit mode
+    nox -s tests_dist   real mpiexec -n 2, a Dask LocalCluster, torchrun (xpnn.dist)
     nox -s tests_cuda   CuPy and PyTorch on a CUDA device (needs a GPU; fails without one)
     nox -s lint         ruff
     nox -s bench        the pytest-benchmark suite, JSON saved under bench/results/
@@ -15,6 +16,7 @@ import datetime
 import json
 import os
 import re
+from pathlib import Path
 
 import nox
 
@@ -76,6 +78,19 @@ def tests_jax(session):
     session.install("-e", ".[test]")
     env = {"XPNN_TEST_BACKENDS": "jax", "JAX_ENABLE_X64": "1", **_data_env()}
     session.run("pytest", "-q", *session.posargs, env=env)
+
+
+@nox.session
+def tests_dist(session):
+    """Distributed tests: real mpiexec -n 2 (mpi4py + the mpich wheel's mpiexec), a Dask
+    LocalCluster with 2 worker processes, torchrun with Gloo; every launch under a 60 s
+    timeout. One BLAS thread per process (the runs start 2-3 processes on 2 cores)."""
+    session.install(TORCH)
+    session.install("-e", ".[test,mpi,dask]")
+    files = sorted(str(p) for p in Path("tests").glob("test_dist_*.py"))
+    session.run("pytest", "-q", "-rs", "-p", "no:cacheprovider", *files, *session.posargs,
+                env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                     "MKL_NUM_THREADS": "1"})
 
 
 @nox.session
