@@ -13,6 +13,7 @@ import math
 import os
 import time
 import tracemalloc
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -92,6 +93,13 @@ WEIRD = [None, True, 0, -1, 1.5, float("nan"), float("inf"), -float("inf"), "", 
          np.float64(2.0), np.int64(3), np.array([2, 3]), np.bool_(True)]
 
 
+def _small_net_case(n=4):
+    """A small float64 net and host data; tiny steps only warn (the warning is the point
+    of another test)."""
+    warnings.simplefilter("ignore", xpnn.nn.numerical.StepTooSmallWarning)
+    return xpnn.MLP([3, 4, 3], dtype="float64", seed=0), *_host_case(n, 3)
+
+
 def _host_case(n, d, seed=0):
     rng = np.random.default_rng(seed)
     return rng.standard_normal((n, d)), rng.integers(0, 3, n)
@@ -148,24 +156,16 @@ def test_plain_loss_functions_with_any_arrays(loss, z, t):
 @pytest.mark.parametrize("arg", ["h", "method", "memory_budget"])
 @pytest.mark.parametrize("value", WEIRD, ids=[repr(v)[:20] for v in WEIRD])
 def test_numerical_gradient_arguments(arg, value):
-    net = xpnn.MLP([3, 4, 3], dtype="float64", seed=0)
-    x, t = _host_case(4, 3)
-    import warnings
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xpnn.nn.numerical.StepTooSmallWarning)
+        net, x, t = _small_net_case()
         attempt("numerical_gradient arguments", net.numerical_gradient, x, t, **{arg: value})
 
 
 @pytest.mark.parametrize("arg", ["threshold", "h", "method", "atol"])
 @pytest.mark.parametrize("value", WEIRD, ids=[repr(v)[:20] for v in WEIRD])
 def test_gradient_check_arguments(arg, value):
-    net = xpnn.MLP([3, 4, 3], dtype="float64", seed=0)
-    x, t = _host_case(4, 3)
-    import warnings
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", xpnn.nn.numerical.StepTooSmallWarning)
+        net, x, t = _small_net_case()
         result = attempt("gradient_check arguments", xpnn.gradient_check, net, x, t,
                          **{arg: value})
     if result is not None and arg in ("h", "method"):
