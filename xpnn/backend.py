@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import os
 import types
+import warnings
 
 import array_api_compat
 import numpy as np
@@ -575,6 +576,11 @@ def compile_step(fn, xp, device=None):
     if name == "torch":
         import torch
 
+        # array_api_compat's namespace lookup is lru_cached; dynamo traces through the
+        # cache (correctly: it only memoises type tests) and warns once per call site
+        warnings.filterwarnings(
+            "ignore", message=r"Dynamo detected a call to a `functools\.lru_cache`",
+            category=UserWarning)
         return torch.compile(_own_code(fn), dynamic=False), False
     return fn, False
 
