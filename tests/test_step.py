@@ -281,6 +281,32 @@ def test_jax_schedule_does_not_retrace(jnp):
     assert len(traces) == 1
 
 
+def test_jax_step_compiles_once(jnp):
+    """init's state is placed on the device as the step's results are: jax.jit keys
+    its compiled code on that placement and compiled the step twice (traced once)."""
+    import jax
+
+    compiles, listening = [], [True]
+
+    def listener(name, secs, **kwargs):
+        if listening[0] and "backend_compile" in name:
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        net = _net(jnp)
+        batches = _batches(net, jnp.asarray)
+        step = make_step(net, xpnn.Momentum(lr=0.1), compile=True)
+        state = step.init()
+        xb, Tb = batches[0]
+        compiles.clear()
+        for _ in range(3):
+            state = step(state, xb, Tb)
+        assert len(compiles) == 1
+    finally:
+        listening[0] = False
+
+
 def test_train_with_compile_matches_eager_jax(jnp):
     x, y = _host_problem(n=40)[0]
     tr = (jnp.asarray(x), jnp.asarray(y))
