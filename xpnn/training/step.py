@@ -231,7 +231,7 @@ class Step:
         params, opt = update(grads, state["opt"], params, state["lr"])
         iteration = state["iteration"] + 1
         first_bad = state["first_bad"]
-        keep = xp.logical_or(all_finite(xp, params, self._zeros), first_bad >= 0)
+        keep = all_finite(xp, params, self._zeros) | (first_bad >= 0)
         return {
             "params": params,
             "opt": opt if self._apply is not None else _sorted_tree(opt),
