@@ -285,6 +285,18 @@ def backprop_step(net, x, T, lr, sync, compile=False) -> TrainerStep:
     return TrainerStep(net, x, T, lr, sync, compile)
 
 
+def gradient_update_step(net, x, T, lr, sync):
+    """The bare iteration the trainer's step replaced: the backprop gradient and the
+    rebinding SGD update, with no optimiser state, counters or divergence check."""
+    params = net.params
+
+    def step():
+        sgd(params, net.gradient_prepared(x, T), lr)
+        sync()
+
+    return step
+
+
 def numerical_step(net, x, T, lr, sync, method="batched"):
     params = net.params
 

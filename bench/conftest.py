@@ -26,7 +26,10 @@ if _THREADS:
               "its BLAS thread count may not follow", file=sys.stderr)
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _THREADS
-    if _THREADS == "1":  # XLA's CPU thread pool (JAX), read when jax is first imported
+    # XLA's CPU thread pool (JAX), read when jax is first imported. jax 0.10.2 on the
+    # CPU still ran its steps on both cores of a 2-core machine with these flags (CPU
+    # time / wall time 1.9): for one-core JAX figures run under `taskset -c 0`.
+    if _THREADS == "1":
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    " --xla_cpu_multi_thread_eigen=false"
                                    " intra_op_parallelism_threads=1").strip()
@@ -94,9 +97,11 @@ def _blas() -> dict:
     except Exception:
         pass
     for var in ("XPNN_BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
+                "MKL_NUM_THREADS", "XLA_FLAGS"):
         if os.environ.get(var):
             out[var] = os.environ[var]
+    if hasattr(os, "sched_getaffinity"):  # e.g. one core under `taskset -c 0`
+        out["cpu_affinity"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     try:  # the BLAS thread count NumPy actually uses, where threadpoolctl is installed
         import threadpoolctl
 

@@ -127,9 +127,12 @@ class Index:
         self.sweep = defaultdict(dict)
         self.e2e_train = []
         self.e2e_num = []
+        self.compiled = {}  # (net, target, method) -> record of the "compiled" group
         for r in records:
             kind = r.get("kind", "step")
-            if kind == "step":
+            if kind == "step" and str(r.raw.get("group") or "").startswith("compiled"):
+                self.compiled[(r.get("net"), r.get("target"), r.get("method"))] = r
+            elif kind == "step":
                 self.step[(r.get("net"), r.get("dtype"), r.get("target"), r.get("method"))] = r
             elif kind == "sweep":
                 key = (r.get("method"), r.get("target"), r.get("dtype"))
@@ -269,6 +272,75 @@ def _step_section(ix: Index) -> list[str]:
         out += ["", "Peers:", ""]
         out += _table(["peer", "net", "dtype", "library", "median", "rounds", "GFLOP/s"], peers)
     return out
+
+
+#: rows of the compiled-step table: (library, method, what it is)
+COMPILED_ROWS = (
+    ("numpy", "backprop", "xpnn step (make_step, eager)"),
+    ("numpy", "gradient-update", "bare gradient + SGD update (the step it replaced)"),
+    ("numpy", "gemm-floor", "GEMM floor"),
+    ("torch", "torch-eager", "PyTorch eager autograd"),
+    ("torch", "backprop", "xpnn step, eager"),
+    ("torch", "backprop-compiled", "xpnn step, compile=True (torch.compile)"),
+    ("torch", "gemm-floor", "GEMM floor"),
+    ("jax", "backprop-compiled", "xpnn step, compile=True (jax.jit)"),
+    ("jax", "gemm-floor", "GEMM floor (one jitted function)"),
+)
+
+
+def _compiled_section(ix: Index) -> list[str]:
+    rows = []
+    for net in NET_ORDER:
+        for lib, method, what in COMPILED_ROWS:
+            r = ix.compiled.get((net, lib, method))
+            if r is None:
+                continue
+            floor = ix.compiled.get((net, lib, "gemm-floor"))
+            rows.append([net, lib, what, _t(r), r.rounds, fmt_ratio(_ratio(r, floor))])
+    if not rows:
+        return []
+    return [
+        "## Compiled step (issue 8), float32",
+        "",
+        "Medians of one side-by-side run (the `compiled` group). `÷ floor`: over the "
+        "step's matrix products alone in the same library.",
+        "",
+    ] + _table(["net", "library", "step", "median", "rounds", "÷ floor"], rows)
+
+
+def _issue8_rows(ix: Index) -> list[list[str]]:
+    """Issue 8's targets, from the compiled group."""
+    if not ix.compiled:
+        return []
+
+    def get(net, lib, method):
+        return ix.compiled.get((net, lib, method))
+
+    def verdict(x, ok):
+        return "n/a" if x is None else ("met" if ok(x) else "MISSED")
+
+    rows = []
+    for net, bound in (("seed", 1.3), ("wide", 1.15)):
+        eager, comp = get(net, "torch", "torch-eager"), get(net, "torch", "backprop-compiled")
+        x = _ratio(eager, comp)
+        rows.append([f"{net} net: compiled torch step ≥ {bound}× faster than eager autograd",
+                     f"{_t(comp)} vs {_t(eager)}: {fmt_ratio(x)}",
+                     verdict(x, lambda v, b=bound: v >= b)])
+    jax, floor = get("wide", "jax", "backprop-compiled"), get("wide", "jax", "gemm-floor")
+    x = _ratio(jax, floor)
+    rows.append(["wide net: jitted JAX step within 1.2× of the JAX GEMM floor",
+                 f"{_t(jax)} vs {_t(floor)}: {fmt_ratio(x)}", verdict(x, lambda v: v <= 1.2)])
+    step, floor = get("seed", "numpy", "backprop"), get("seed", "numpy", "gemm-floor")
+    x = _ratio(step, floor)
+    rows.append(["seed net: NumPy step ≤ 1.25× the GEMM floor",
+                 f"{_t(step)} vs {_t(floor)}: {fmt_ratio(x)}", verdict(x, lambda v: v <= 1.25)])
+    for net in ("seed", "wide"):
+        step, old = get(net, "numpy", "backprop"), get(net, "numpy", "gradient-update")
+        x = _ratio(step, old)
+        rows.append([f"{net} net: NumPy step vs the bare gradient + update it replaced",
+                     f"{_t(step)} vs {_t(old)}: {fmt_ratio(x)}",
+                     "(reported: " + verdict(x, lambda v: v <= 1.0) + ")"])
+    return rows
 
 
 def _numerical_section(ix: Index) -> list[str]:
@@ -429,6 +501,7 @@ def _targets_section(ix: Index) -> list[str]:
     rows.append(["seed net, float64 CPU: batched numerical ≥ 10× faster than the element loop",
                  f"{_t(lo)} vs {_t(b)}: {fmt_ratio(x)}",
                  verdict(None if x is None else x >= 10)])
+    rows += _issue8_rows(ix)
     if all(row[1].startswith("n/a") for row in rows):
         return []
     return ["## Targets (reported, not gated)", ""] + _table(["target", "measured", "verdict"],
@@ -440,7 +513,8 @@ def render_markdown(loaded: dict, title: str | None = None) -> str:
     ix = Index(records)
     lines = [f"# {title or 'xpnn benchmarks'}", ""]
     lines += _machine(data)
-    for section in (_targets_section(ix), _step_section(ix), _numerical_section(ix),
+    for section in (_targets_section(ix), _compiled_section(ix), _step_section(ix),
+                    _numerical_section(ix),
                     _sweep_section(ix), _e2e_section(ix)):
         if section:
             lines += [""] + section

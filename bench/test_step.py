@@ -23,6 +23,7 @@ from benchcommon import (
     backprop_step,
     base_info,
     gemm_floor_step,
+    gradient_update_step,
     jax_target,
     loop_sample,
     measure,
@@ -76,7 +77,8 @@ def _compiled_cases():
     seed and wide nets: one ``-m compiled`` run gives every figure side by side."""
     jax = jax_target()
     by_id = {t.id: t for t in TARGETS + ([jax] if jax else [])}
-    rows = [("backprop", "numpy"), ("gemm-floor", "numpy"), ("backprop", "torch"),
+    rows = [("backprop", "numpy"), ("gradient-update", "numpy"), ("gemm-floor", "numpy"),
+            ("backprop", "torch"),
             ("backprop-compiled", "torch"), ("torch-eager", "torch"), ("gemm-floor", "torch"),
             ("backprop-compiled", "jax"), ("gemm-floor", "jax")]
     return [
@@ -111,6 +113,12 @@ def _step_body(benchmark, who, net_name, target, dtype):
             ", compile=True" if who == "backprop-compiled" else "")
         if who == "backprop-compiled":
             step()  # the compilation, kept out of the warm-up that sizes the rounds
+    elif who == "gradient-update":
+        net, x, T = problem(spec, target, dtype)
+        benchmark.extra_info.update(base_info(spec, target, dtype, who, net=net))
+        benchmark.extra_info["step"] = ("grads = net.gradient_prepared(x, T); "
+                                        "params[k] = params[k] - lr * grads[k] for each k")
+        step = gradient_update_step(net, x, T, spec.lr, synchronizer(target))
     elif who == "torch-eager":
         step, params, _, _ = torch_eager_step(spec, target, dtype)
         _check_same_first_step(spec, target, dtype, step, params)
@@ -133,7 +141,8 @@ def _step_body(benchmark, who, net_name, target, dtype):
 @pytest.mark.parametrize("who,net_name,target,dtype", COMPILED_CASES)
 def test_compiled_step(benchmark, who, net_name, target, dtype):
     """The trainer's step with compile=True (torch.compile, jax.jit) next to the eager
-    step, PyTorch eager autograd and the GEMM floors (float32)."""
+    step, the bare gradient + update it replaced (NumPy), PyTorch eager autograd and the
+    GEMM floors (float32)."""
     benchmark.group = f"compiled {net_name} {dtype}"
     if who == "backprop-compiled":
         _check_compiled_first_step(NETS[net_name], target, dtype)

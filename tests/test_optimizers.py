@@ -352,6 +352,47 @@ def test_state_from_another_network_is_refused(name):
     assert int(opt.state["count"]) == 1 and opt.state["W1"]["v"].shape == (784, 5)
 
 
+def test_update_checks_in_full_only_when_the_layout_changes():
+    """Optimizer.update reuses a validated layout (keys, types, shapes, dtypes) and
+    checks again when it changes or when the state was replaced."""
+    opt = Momentum(lr=0.1)
+    calls = []
+    update = opt.transform.update
+
+    def counting(*args):
+        calls.append(1)
+        return update(*args)
+
+    counting.check, counting.apply = update.check, update.apply
+    opt.transform = opt.transform._replace(update=counting)
+    params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
+    grads = {"W": np.full((2, 3), 0.5), "b": np.ones(3)}
+    for _ in range(4):
+        opt.update(params, grads)
+    assert len(calls) == 1 and int(opt.state["count"]) == 4
+    # the unchecked path is the same maths: v = 0.9 v - 0.1 g, four times from v = 0
+    v = sum(-0.1 * 0.9**k for k in range(4))
+    np.testing.assert_allclose(opt.state["W"]["v"], np.full((2, 3), 0.5 * v))
+    with pytest.raises(ValueError, match=r"'W' has shape \(2, 3\) \(float64\) but "
+                                         r"params\['W'\] has shape \(2, 3\) \(float32\)"):
+        opt.update({k: p.astype(np.float32) for k, p in params.items()},
+                   {k: g.astype(np.float32) for k, g in grads.items()})
+    with pytest.raises(ValueError, match=r"grads\['b'\] has shape \(2,\)"):
+        opt.update(params, {**grads, "b": np.ones(2)})
+    with pytest.raises(ValueError, match="grads has no entry for b"):
+        opt.update(params, {"W": grads["W"]})
+    opt.state = Momentum(lr=0.1).transform.init({"W": np.ones((5, 3)), "b": np.zeros(3)})
+    with pytest.raises(ValueError, match=r"'W' has shape \(5, 3\)"):
+        opt.update(params, grads)
+    assert len(calls) == 5
+
+
+def test_checked_parts_only_for_xpnn_transforms():
+    assert optim.transforms.checked_parts(optim.sgd()) is not None
+    tx = optim.GradientTransformation(lambda p: {}, lambda g, s, p, lr: (p, s))
+    assert optim.transforms.checked_parts(tx) is None
+
+
 @pytest.mark.parametrize("lr", [-0.1, math.nan, math.inf, -math.inf, "0.1", None, True])
 def test_setting_a_bad_lr_raises_at_once(lr):
     opt = Adam(lr=0.01)

@@ -104,6 +104,50 @@ def test_lr_lives_in_the_state():
     np.testing.assert_allclose(fast["params"]["W1"], net.params["W1"] - 0.2 * g["W1"])
 
 
+def _counting_update(optimizer):
+    """Wrap ``optimizer.transform.update`` (the validating one) to count its calls;
+    its unchecked half stays what ``checked_parts`` finds."""
+    calls = []
+    update = optimizer.transform.update
+
+    def counting(*args):
+        calls.append(1)
+        return update(*args)
+
+    counting.check, counting.apply = update.check, update.apply
+    optimizer.transform = optimizer.transform._replace(update=counting)
+    return calls
+
+
+def test_eager_step_validates_a_layout_once_and_any_other_state_in_full():
+    """The eager step skips the optimiser's checks only for a state it returned itself:
+    init's state, a new lr, rebound params or a foreign optimiser state are checked."""
+    net = _net("numpy")
+    batches = _batches(net, np.asarray)
+    opt = xpnn.Momentum(lr=0.1)
+    calls = _counting_update(opt)
+    step = make_step(net, opt)
+    state = _three_steps(step, batches * 2)
+    assert len(calls) == 1
+    state = step({**state, "lr": np.asarray(0.05)}, *batches[0])  # what set_lr does
+    state = step({**state, "params": dict(state["params"])}, *batches[0])  # a callback's
+    assert len(calls) == 3
+    other = _net("numpy", sizes=(4, 7, 3))
+    foreign = xpnn.Momentum(lr=0.1).transform.init(other.params)
+    with pytest.raises(ValueError, match="built for the parameters W1, W2, b1, b2 but params "
+                                         "has W1, W2, W3"):
+        step({**state, "opt": foreign}, *batches[0])
+    with pytest.raises(TypeError, match="lr has dtype"):
+        step({**state, "lr": np.asarray(0.1, dtype=np.float32)}, *batches[0])
+    # the trusted path computes what the checked one does
+    ref = make_step(_net("numpy"), xpnn.Momentum(lr=0.1))
+    slow = ref.init()
+    for xb, Tb in batches * 2:
+        slow = ref.pure(slow, xb, Tb)
+    fast = _three_steps(make_step(_net("numpy"), xpnn.Momentum(lr=0.1)), batches * 2)
+    _assert_same_state(fast, slow, tol=0)
+
+
 def test_compile_is_the_plain_step_on_host_array_libraries():
     def fn(state, xb, Tb):
         return state
@@ -235,6 +279,32 @@ def test_jax_schedule_does_not_retrace(jnp):
     for i, (xb, Tb) in enumerate(batches):
         state = step({**state, "lr": jnp.asarray(0.1 / (i + 1), dtype=net.dtype)}, xb, Tb)
     assert len(traces) == 1
+
+
+def test_jax_step_compiles_once(jnp):
+    """init's state is placed on the device as the step's results are: jax.jit keys
+    its compiled code on that placement and compiled the step twice (traced once)."""
+    import jax
+
+    compiles, listening = [], [True]
+
+    def listener(name, secs, **kwargs):
+        if listening[0] and "backend_compile" in name:
+            compiles.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        net = _net(jnp)
+        batches = _batches(net, jnp.asarray)
+        step = make_step(net, xpnn.Momentum(lr=0.1), compile=True)
+        state = step.init()
+        xb, Tb = batches[0]
+        compiles.clear()
+        for _ in range(3):
+            state = step(state, xb, Tb)
+        assert len(compiles) == 1
+    finally:
+        listening[0] = False
 
 
 def test_train_with_compile_matches_eager_jax(jnp):

@@ -16,6 +16,8 @@ other coefficients (momentum, decay_rate, beta1, beta2) are fixed at constructio
 
 from __future__ import annotations
 
+import array_api_compat
+
 from . import transforms
 from .transforms import GradientTransformation, _check_lr
 
@@ -51,6 +53,8 @@ class Optimizer:
         # validated by make_transform, so float() is safe
         self._coefficients = {k: float(v) for k, v in coefficients.items()}
         self.state: dict | None = None
+        # the layout last validated and the state it produced (see update)
+        self._layout, self._checked_state, self._xp = None, None, None
 
     @property
     def lr(self) -> float:
@@ -75,15 +79,38 @@ class Optimizer:
         self.state = None
 
     def update(self, params: dict, grads: dict) -> None:
-        """One step: rebinds every ``params[key]``; the state advances only on success."""
+        """One step: rebinds every ``params[key]``; the state advances only on success.
+
+        The arguments are validated in full when their layout (keys, array types,
+        shapes, dtypes) differs from the last call's or ``state`` was replaced;
+        otherwise the checked layout is reused and only the maths runs."""
         if not isinstance(params, dict) or not isinstance(grads, dict):
             raise TypeError(
                 f"update(params, grads) takes two dicts, got {type(params).__name__} "
                 f"and {type(grads).__name__}"
             )
         state = self.state if self.state is not None else self.transform.init(params)
-        new_params, self.state = self.transform.update(grads, state, params, self.lr)
+        parts = transforms.checked_parts(self.transform)
+        layout = _layout(params, grads) if parts is not None else None
+        if layout is None or layout != self._layout or state is not self._checked_state:
+            new_params, new_state = self.transform.update(grads, state, params, self.lr)
+            self._layout = layout
+            self._xp = array_api_compat.array_namespace(*params.values())
+        else:  # lr is a checked float (the property), the layout is the last call's
+            new_params, new_state = parts[1](grads, state, params, self.lr, self._xp)
+        self.state = self._checked_state = new_state
         params.update(new_params)
+
+
+def _layout(params: dict, grads: dict):
+    """What ``transform.update`` validates about its arguments, as a comparable tuple
+    (key, array type, shape, dtype of the parameter; array type, shape of the gradient),
+    or None when a gradient is missing or not an array (the full check names it)."""
+    try:
+        return tuple((key, type(p), p.shape, p.dtype, type(grads[key]), grads[key].shape)
+                     for key, p in params.items())
+    except (KeyError, AttributeError):
+        return None
 
 
 class SGD(Optimizer):

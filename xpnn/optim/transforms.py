@@ -31,6 +31,7 @@ __all__ = [
     "GradientTransformation",
     "adagrad",
     "adam",
+    "checked_parts",
     "momentum",
     "nesterov",
     "rmsprop",
@@ -138,7 +139,8 @@ Step = Callable[[Any, Any, Any, dict, Any, Any], tuple[Any, dict]]
 
 def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformation:
     """The init/update pair around a per-parameter ``step``; ``slots`` names its state
-    arrays."""
+    arrays. ``update`` validates its arguments on every call; its two halves are
+    ``update.check`` and ``update.apply`` (see ``checked_parts``)."""
 
     def init(params: dict) -> dict:
         _check_params(params)
@@ -149,19 +151,41 @@ def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformatio
         state[COUNT] = xp.zeros((), dtype=xp.int64, device=device)
         return state
 
-    def update(grads: dict, state: dict, params: dict, lr) -> tuple[dict, dict]:
+    def check(grads: dict, state: dict, params: dict, lr):
+        """Raise on a layout that does not fit (keys, shapes, dtypes, lr); return lr."""
         _check_state(grads, state, params, slots)
-        lr = _check_step_lr(lr, params)
-        xp = array_api_compat.array_namespace(*params.values())
-        count = state[COUNT] + 1
-        new_params, new_state = {}, {}
-        for key, p in params.items():
-            new_params[key], new_state[key] = step(xp, grads[key], p, state[key], lr, count)
-        # same key order as init: torch.compile guards on it and would recompile
-        new_state[COUNT] = count
-        return new_params, new_state
+        return _check_step_lr(lr, params)
 
+    def apply(grads: dict, state: dict, params: dict, lr, xp) -> tuple[dict, dict]:
+        """The update itself, on arguments ``check`` accepted. The new state keeps the
+        key order of ``state`` (torch.compile guards on it and would recompile)."""
+        count = state[COUNT] + 1
+        new_params, new_slots = {}, {COUNT: count}
+        for key, p in params.items():
+            new_params[key], new_slots[key] = step(xp, grads[key], p, state[key], lr, count)
+        return new_params, {key: new_slots[key] for key in state}
+
+    def update(grads: dict, state: dict, params: dict, lr) -> tuple[dict, dict]:
+        lr = check(grads, state, params, lr)
+        return apply(grads, state, params, lr,
+                     array_api_compat.array_namespace(*params.values()))
+
+    update.check, update.apply = check, apply
     return GradientTransformation(init, update)
+
+
+def checked_parts(transform):
+    """``(check, apply)`` of a transformation made here, None for any other.
+
+    ``check(grads, state, params, lr) -> lr`` raises on a layout that does not fit;
+    ``apply(grads, state, params, lr, xp) -> (new_params, new_state)`` is the update
+    without validation (new_state in the key order of ``state``). A caller that
+    checked one layout once (``xpnn.training.Step``, ``Optimizer.update``) calls
+    ``apply`` while the layout stays the same: its arrays' shapes and dtypes cannot
+    change under ``apply``."""
+    update = getattr(transform, "update", None)
+    check, apply = getattr(update, "check", None), getattr(update, "apply", None)
+    return None if check is None or apply is None else (check, apply)
 
 
 def sgd() -> GradientTransformation:

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
+
 from ..backend import compile_step, device_of
+from ..optim.transforms import checked_parts
 
 __all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
 
@@ -39,7 +42,7 @@ def all_finite(xp, params: dict, zeros: dict | None = None):
         if zeros is None:
             s = xp.sum(p * 0.0)
         else:
-            s = xp.vecdot(xp.reshape(p, (-1,)), zeros[key])
+            s = xp.vecdot(p if p.ndim == 1 else xp.reshape(p, (-1,)), zeros[key])
         total = s if total is None else total + s
     return xp.isfinite(total)
 
@@ -59,6 +62,13 @@ def _sorted_tree(tree):
     if isinstance(tree, dict):
         return {key: _sorted_tree(tree[key]) for key in sorted(tree)}
     return tree
+
+
+def _map_tree(fn, tree):
+    """``fn`` applied to every leaf of a nest of dicts (same keys, same order)."""
+    if isinstance(tree, dict):
+        return {key: _map_tree(fn, value) for key, value in tree.items()}
+    return fn(tree)
 
 
 def _with_params(net, method):
@@ -117,9 +127,9 @@ def _book_transform(optimizer):
 
 
 def _pure_transform(optimizer):
-    """The optimiser's pure ``transform`` (init, update), or None for a book-style
-    object, including a subclass of an ``xpnn.optim`` optimiser that overrides
-    ``update`` (its override is what the user wants run)."""
+    """The optimiser's pure ``transform``, or None for a book-style object, including a
+    subclass of an ``xpnn.optim`` optimiser that overrides ``update`` (its override is
+    what the user wants run)."""
     from ..optim.optimizers import Optimizer
 
     transform = getattr(optimizer, "transform", None)
@@ -128,7 +138,7 @@ def _pure_transform(optimizer):
     owner = next((c for c in type(optimizer).__mro__ if "update" in vars(c)), None)
     if owner is not None and owner is not Optimizer:
         return None
-    return transform.init, transform.update
+    return transform
 
 
 class Step:
@@ -143,6 +153,11 @@ class Step:
     comm       None, or a communicator whose ``allreduce_mean(grads, weight)`` averages
                each rank's gradient (weight: the rank's rows in the batch); eager only
     gradient   (params, x, T) -> grads; default backprop (``backprop_gradient_fn``)
+
+    Eager steps validate the optimiser's arguments (keys, shapes, dtypes, lr) in full
+    for any state but the one this step returned last, which has the layout already
+    checked; a state edited in place (``state["params"]["W1"] = ...``) is not seen as
+    new: pass a new dict (``{**state, "params": {...}}``) instead.
     """
 
     def __init__(self, net, optimizer, *, compile=False, comm=None, gradient=None):
@@ -150,9 +165,18 @@ class Step:
             raise TypeError(f"compile must be True or False, got {compile!r}")
         self.net, self.xp, self.optimizer, self.comm = net, net.xp, optimizer, comm
         self._gradient = backprop_gradient_fn(net) if gradient is None else gradient
-        pure = _pure_transform(optimizer)
-        self.pure_optimizer = pure is not None
-        self._init, self._update = pure if pure is not None else _book_transform(optimizer)
+        transform = _pure_transform(optimizer)
+        self.pure_optimizer = transform is not None
+        if transform is None:
+            self._init, self._update = _book_transform(optimizer)
+            parts = None
+        else:
+            self._init, self._update = transform.init, transform.update
+            parts = checked_parts(transform)
+        # xpnn's own transforms: the new state keeps the key order of the one given
+        # (init's, sorted below), and the eager step can skip re-validating a layout
+        self._apply = None if parts is None else parts[1]
+        self._trusted = None  # (params, opt, lr) of the last state this step returned
         if compile and not self.pure_optimizer:
             raise TypeError(
                 f"compile=True needs an optimizer with a pure transform (xpnn.optim); "
@@ -178,35 +202,63 @@ class Step:
         lr = self.optimizer.lr if lr is None else lr
         dev = net.device
         kept = getattr(self.optimizer, "state", None) if self.pure_optimizer else None
-        return {
+        state = {
             "params": params,
             "opt": _sorted_tree(self._init(params) if kept is None else kept),
             "iteration": xp.asarray(0, device=dev),
             "first_bad": xp.asarray(-1, device=dev),
             "lr": xp.asarray(float(lr), dtype=net.dtype, device=dev),
         }
+        if self.compiled:
+            # every array placed on the device explicitly (to_device: JAX commits it
+            # there), as the compiled step's own results are: jax.jit keys its cache on
+            # that placement and compiled the step again on the second call (0.2 s on
+            # the seed net); NumPy and torch return the same arrays
+            state = _map_tree(lambda a: array_api_compat.to_device(a, dev), state)
+        return state
 
     def pure(self, state: dict, xb, Tb) -> dict:
-        """The uncompiled step (what every backend computes)."""
+        """The uncompiled step (what every backend computes; the optimiser validates
+        its arguments, which under jit/torch.compile happens once, while tracing)."""
+        return self._take_step(state, xb, Tb, self._update)
+
+    def _take_step(self, state: dict, xb, Tb, update) -> dict:
         xp = self.xp
         params = state["params"]
         grads = self._gradient(params, xb, Tb)
         if self.comm is not None:
             grads = self.comm.allreduce_mean(grads, xb.shape[0])
-        params, opt = self._update(grads, state["opt"], params, state["lr"])
+        params, opt = update(grads, state["opt"], params, state["lr"])
         iteration = state["iteration"] + 1
         first_bad = state["first_bad"]
-        keep = xp.logical_or(all_finite(xp, params, self._zeros), first_bad >= 0)
+        keep = all_finite(xp, params, self._zeros) | (first_bad >= 0)
         return {
             "params": params,
-            "opt": _sorted_tree(opt),
+            "opt": opt if self._apply is not None else _sorted_tree(opt),
             "iteration": iteration,
             "first_bad": xp.where(keep, first_bad, iteration),
             "lr": state["lr"],
         }
 
+    def _unchecked_update(self, grads, opt, params, lr):
+        return self._apply(grads, opt, params, lr, self.xp)
+
     def __call__(self, state: dict, xb, Tb) -> dict:
-        return self._call(state, xb, Tb)
+        if self.compiled:
+            return self._call(state, xb, Tb)
+        # Eager: the optimiser validates a state's layout once. A state this step
+        # returned (same params, opt and lr objects) has the layout it was given, so
+        # the next step skips the checks; anything else (init's state, a new lr, params
+        # rebound by a callback) is checked in full.
+        trusted = self._trusted
+        if (self._apply is not None and trusted is not None and state["params"] is trusted[0]
+                and state["opt"] is trusted[1] and state["lr"] is trusted[2]):
+            update = self._unchecked_update
+        else:
+            update = self._update
+        out = self._take_step(state, xb, Tb, update)
+        self._trusted = (out["params"], out["opt"], out["lr"])
+        return out
 
 
 def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
