@@ -24,6 +24,7 @@ import math
 import array_api_compat
 
 from ..backend import compile_step, device_of
+from ..nn import functional
 from ..optim.transforms import checked_parts
 
 __all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
@@ -94,20 +95,14 @@ def numerical_gradient_fn(net, h: float, executor=None):
 
 
 def backprop_gradient_fn(net):
-    """grads = g(params, x, T): the network's backprop gradient as a function of params."""
-    try:
-        from ..nn import functional
-    except ImportError:
-        functional = None
-    if functional is not None and hasattr(net, "arch"):
-        arch = net.arch
+    """grads = g(params, x, T): the network's backprop gradient as a pure function of
+    params (``xpnn.nn.functional.gradient`` over the static ``net.arch``)."""
+    arch = net.arch
 
-        def gradient(params, x, T):
-            return functional.gradient(arch, params, x, T)
+    def gradient(params, x, T):
+        return functional.gradient(arch, params, x, T)
 
-        return gradient
-
-    return _with_params(net, net.gradient_prepared)  # until the functional core lands
+    return gradient
 
 
 def _book_transform(optimizer):
