@@ -12,24 +12,14 @@ afterwards. Under ``mpiexec`` an exception on any rank aborts every rank.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import dataclass
 
+from ..cli.main import _positive_int
 from .comm import shard
 from .mpi import mpi_world_size
 
 __all__ = ["DistSetup", "add_dist_flags", "dist_setup"]
-
-
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
 
 
 def add_dist_flags(parser) -> None:
@@ -40,7 +30,7 @@ def add_dist_flags(parser) -> None:
         "mpiexec -n K) training split over K MPI ranks",
     )
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_workers, default=None, metavar="N",
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                        help="compute --gradient numerical on N local worker processes")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="compute --gradient numerical on the Dask cluster at ADDRESS, "
