@@ -224,11 +224,15 @@ def _assemble(net, chunks, flat: np.ndarray) -> dict:
 def _share(executor, payload):
     """Dask: put the payload on every worker once (every task then refers to it)
     instead of pickling it into each task; a copy on every worker survives the loss
-    of any one of them."""
+    of any one of them. It goes as one object under a fresh key: scattering the dict
+    itself makes one future per entry under the entry's name ("params", "x", ...),
+    and a later call reusing those names while the scheduler releases the old ones
+    lost the data when a worker died ("computation on lost data", a cancelled
+    future instead of a retried task)."""
     client = getattr(executor, "_client", None)
     if client is None:
         return payload
-    return client.scatter(payload, broadcast=True, hash=False)
+    return client.scatter([payload], broadcast=True, hash=False)[0]
 
 
 def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
