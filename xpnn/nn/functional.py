@@ -45,12 +45,13 @@ class Architecture(NamedTuple):
         return len(self.activations) + 1
 
 
-def forward(arch: Architecture, params: dict, x):
+def forward(arch: Architecture, params: dict, x, keep_pre: bool = False):
     """Logits (N, n_out) of a batch x (N, d_0), and the cache ``backward`` needs.
 
     The cache holds, per affine layer i, ``(input_i, pre_activation_i,
-    activation_cache_i)``: the batched numerical gradient reuses the inputs and
-    pre-activations of the unperturbed pass.
+    activation_cache_i)``. The pre-activations are kept only with ``keep_pre`` (the
+    batched numerical gradient reuses them); backprop does not need them, and holding
+    them would keep an extra (N, d) array alive per layer until the backward pass.
     """
     cache = []
     h = x
@@ -61,7 +62,7 @@ def forward(arch: Architecture, params: dict, x):
             h, act_cache = arch.activations[i].forward(a)
         else:
             act_cache = None
-        cache.append((x_in, a, act_cache))
+        cache.append((x_in, a if keep_pre or i == last else None, act_cache))
     return a, tuple(cache)
 
 

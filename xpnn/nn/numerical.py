@@ -145,7 +145,7 @@ def _device_budget(net) -> int:
 
 def forward_cache(net, x) -> Cache:
     """The shared unperturbed pass of ``x``, from the network's own forward."""
-    logits, cache = F.forward(net.arch, net.params, x)
+    logits, cache = F.forward(net.arch, net.params, x, keep_pre=True)
     return Cache(tuple(c[0] for c in cache), tuple(c[1] for c in cache),
                  net.xp.max(logits, axis=1))
 
