@@ -242,7 +242,7 @@ def _predict_classes(net, xh: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """Predicted class of each host row, evaluated on the network's backend/device."""
     if net.sizes[0] != 2:
         raise ValueError(f"decision boundaries need a network with 2 inputs, not {net.sizes[0]}")
-    if net.loss_name == "mse":
+    if not net.loss_fn.has_accuracy:
         raise ValueError("decision boundaries need a classifier, not the regression loss 'mse'")
     out = []
     for start in range(0, xh.shape[0], chunk):

@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from ..backend import device_name
+from ..backend import device_name, in_host_memory
 from ..nn.numerical import check_h
 from ..optim.optimizers import SGD, make_optimizer
 from .callbacks import (
@@ -89,13 +89,7 @@ class TrainingDivergedError(ValueError):
 
 def reads_are_free(net) -> bool:
     """True where reading a device value back costs nothing (arrays in host memory:
-    numpy, array_api_strict, torch on the CPU, ...)."""
-    try:
-        from ..backend import in_host_memory
-    except ImportError:  # until xpnn.backend has it
-        if net.backend in ("numpy", "array_api_strict"):
-            return True
-        return net.backend == "torch" and str(net.device) == "cpu"
+    numpy, array_api_strict, torch and JAX on the CPU)."""
     return bool(in_host_memory(net.xp, net.device))
 
 
@@ -198,7 +192,7 @@ def _check_lr(optimizer) -> float:
 def _metrics(net, x, T, chunk: int, comm=None):
     """Loss and accuracy (None for 'mse') over the whole set (summed over the ranks of
     ``comm``), in chunks of ``chunk`` rows; reading them synchronises with the device."""
-    has_acc = net.loss_name != "mse"
+    has_acc = net.loss_fn.has_accuracy
     n = x.shape[0]
     loss_sum = hits = 0.0
     for s in range(0, n, chunk):
@@ -211,10 +205,6 @@ def _metrics(net, x, T, chunk: int, comm=None):
     if comm is not None:
         totals = [float(v) for v in comm.allreduce_sum(totals)]
     return totals[0] / totals[2], (totals[1] / totals[2] if has_acc else None)
-
-
-def _loss_object(net):
-    return getattr(net, "loss_fn", None) or net.last_layer
 
 
 class Run:
@@ -322,7 +312,7 @@ class Run:
             z = net.forward(x[s:s + chunk, :])
             if not bool(all_finite(xp, {"z": z})):
                 return " (the network's outputs are NaN or inf)"
-            data += float(_loss_object(net).value(z, T[s:s + chunk, :])) * z.shape[0]
+            data += float(net.loss_fn.value(z, T[s:s + chunk, :])) * z.shape[0]
         if net.weight_decay and math.isfinite(data):
             return (f": the loss without the weight_decay term is {data / n:.4g}, so "
                     f"weight_decay={net.weight_decay:g} is too large for these parameters")
