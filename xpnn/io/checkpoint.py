@@ -250,13 +250,8 @@ def _read(path: str, file_size: int) -> tuple[dict, dict]:
         missing = [k for name, k in wanted.items() if name not in entries]
         extra = [n for n in entries if n not in wanted and n != MARKER + ".npy"]
         if missing or extra:
-            what = []
-            if missing:
-                what.append(f"missing parameters {', '.join(missing)}")
-            if extra:
-                what.append(f"unexpected entries {_shown(extra)}")
             raise _Damaged(f"checkpoint does not match its architecture {cfg['sizes']}: "
-                           + "; ".join(what))
+                           + _config.mismatch(missing, _shown(extra) if extra else ""))
         params = {}
         for name, key in wanted.items():
             params[key] = _read_npy(zf, entries[name], file_size, shapes[key], "f", 8,

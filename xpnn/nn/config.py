@@ -21,7 +21,7 @@ from .losses import LOSSES, check_loss
 
 __all__ = [
     "FORMAT", "MAX_LAYERS", "MAX_PARAMS", "VERSION", "check_config", "check_params",
-    "param_shapes", "to_config",
+    "mismatch", "param_shapes", "to_config",
 ]
 
 #: the "format" value of a config, and the newest version this xpnn writes and reads
@@ -185,6 +185,16 @@ def param_shapes(cfg) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def mismatch(missing: list, extra: str) -> str:
+    """'missing parameters W2, b2; unexpected entries X' (either part may be empty)."""
+    what = []
+    if missing:
+        what.append(f"missing parameters {', '.join(missing)}")
+    if extra:
+        what.append(f"unexpected entries {extra}")
+    return "; ".join(what)
+
+
 def check_params(cfg, params) -> dict[str, np.ndarray]:
     """Check host parameter arrays against a checked config: exactly the keys of
     ``param_shapes(cfg)``, those shapes, a floating dtype, every value finite. Returns
@@ -196,13 +206,9 @@ def check_params(cfg, params) -> dict[str, np.ndarray]:
     missing = [k for k in shapes if k not in params]
     extra = [str(k) for k in params if k not in shapes]
     if missing or extra:
-        what = []
-        if missing:
-            what.append(f"missing parameters {', '.join(missing)}")
-        if extra:
-            what.append(f"unexpected entries {', '.join(extra)}")
         raise ValueError(
-            f"parameters do not match the architecture {cfg['sizes']}: " + "; ".join(what)
+            f"parameters do not match the architecture {cfg['sizes']}: "
+            + mismatch(missing, ", ".join(extra))
         )
     out = {}
     for key, shape in shapes.items():
