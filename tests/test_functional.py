@@ -73,6 +73,25 @@ def test_params_argument_is_used_not_net_params(backend):
     assert float(net.loss_prepared(x, T, params=other)) != float(net.loss_prepared(x, T))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_matches_the_textbook_formula_without_overflow(backend, xp, to_backend, dtype):
+    """The tanh form agrees with 1 / (1 + exp(-x)) to 2 ulp of 1 everywhere, is exactly
+    0 and 1 far out, never warns, and keeps sigma' = y (1 - y) >= 0."""
+    x = np.concatenate([np.linspace(-60.0, 60.0, 2001), [-1e30, -1e4, 1e4, 1e30]])
+    x = x.astype(dtype)
+    with np.errstate(over="ignore"):
+        want = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = xpnn.to_numpy(ACTIVATIONS["sigmoid"](xp).function(to_backend(x)))
+    eps = np.finfo(dtype).eps
+    assert y.dtype == np.dtype(dtype)
+    assert np.max(np.abs(y - want)) <= 2 * eps
+    assert np.all((y >= 0.0) & (y <= 1.0))
+    assert np.all(np.diff(y[:2001]) >= 0.0)  # monotone
+    assert y[-4] == 0.0 and y[-1] == 1.0
+    assert abs(y[1000] - 0.5) == 0.0  # sigmoid(0) is exactly 1/2
+
 def test_a_new_activation_is_one_class_and_one_registry_line(backend, monkeypatch):
     class Softplus:
         """y = log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|)."""
