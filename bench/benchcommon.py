@@ -556,7 +556,7 @@ def plain_numpy_step(spec: NetSpec, dtype: str, seed: int = 0):
             a = h @ params[f"W{i}"] + params[f"b{i}"]
             if i < L:
                 if act == "sigmoid":
-                    h = np.exp(np.minimum(a, 0.0)) / (1.0 + np.exp(-np.abs(a)))
+                    h = 0.5 * np.tanh(0.5 * a) + 0.5
                 elif act == "tanh":
                     h = np.tanh(a)
                 else:  # relu
