@@ -56,6 +56,32 @@ def test_gradient_on_two_worker_processes_is_exact(executor):
     assert _max_rel(got, want) <= 1e-12
 
 
+def test_a_client_is_an_executor_too(executor, monkeypatch):
+    """A dask.distributed Client works as passed: its workers' threads (not this
+    machine's CPU count) set the task count, the payload is scattered once per
+    gradient instead of pickled into every task, and the gradient is exact."""
+    from xpnn.dist.executor import dask_client, executor_workers
+
+    client = executor._client
+    assert dask_client(client) is client and dask_client(executor) is client
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert executor_workers(client) == 2
+    scattered = []
+    real_scatter = client.scatter
+
+    def spy(data, **kwargs):
+        scattered.append(kwargs)
+        return real_scatter(data, **kwargs)
+
+    monkeypatch.setattr(client, "scatter", spy)
+    net, x, t, T = _gradient_problem()
+    got = _timed(lambda: numerical_gradient(net, x, T, executor=client, memory_budget=4096))
+    assert _max_rel(got, net.numerical_gradient(x, t, memory_budget=4096)) <= 1e-12
+    again = _timed(lambda: numerical_gradient(net, x, T, executor=client, memory_budget=4096))
+    assert _max_rel(again, got) == 0.0
+    assert len(scattered) == 2 and all(k.get("broadcast") for k in scattered)
+
+
 class KillFirstAttempt:
     """Wraps a Dask executor so that the first attempt of the first task kills its
     worker process (os._exit: no cleanup, like a crash); the marker file makes the

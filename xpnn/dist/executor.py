@@ -19,6 +19,7 @@ result equals ``net.numerical_gradient`` up to rounding (bitwise, on the same BL
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 import uuid
 
@@ -193,11 +194,21 @@ def chunk_task(payload: dict, chunks) -> np.ndarray:
 # -- the caller side -------------------------------------------------------------------
 
 
+def dask_client(executor):
+    """The ``dask.distributed.Client`` behind ``executor``, or None: the executor itself
+    when it is a Client (anything with ``submit``, ``scatter`` and ``nthreads``), else
+    the client of a ``Client.get_executor()`` executor, which distributed keeps in its
+    ``_client`` attribute (it has no public accessor)."""
+    if all(callable(getattr(executor, name, None)) for name in ("submit", "scatter", "nthreads")):
+        return executor
+    return getattr(executor, "_client", None)
+
+
 def executor_workers(executor) -> int:
     """How many tasks ``executor`` runs at once (best effort; os.cpu_count() if it
     does not say)."""
-    client = getattr(executor, "_client", None)
-    if client is not None:  # dask.distributed ClientExecutor
+    client = dask_client(executor)
+    if client is not None:  # dask.distributed: the threads of all its workers
         return max(1, sum(client.nthreads().values()))
     for attr in ("num_workers", "_max_workers"):  # MPIPoolExecutor; concurrent.futures
         n = getattr(executor, attr, None)
@@ -229,7 +240,7 @@ def _share(executor, payload):
     and a later call reusing those names while the scheduler releases the old ones
     lost the data when a worker died ("computation on lost data", a cancelled
     future instead of a retried task)."""
-    client = getattr(executor, "_client", None)
+    client = dask_client(executor)
     if client is None:
         return payload
     return client.scatter([payload], broadcast=True, hash=False)[0]
@@ -238,7 +249,12 @@ def _share(executor, payload):
 def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
     groups = [g for g in partition(net, chunks, tasks) if g]
     shared = _share(executor, _payload(net, x, T, h))
-    futures = [executor.submit(chunk_task, shared, g) for g in groups]
+    submit = executor.submit
+    if dask_client(executor) is executor:
+        # a Client's submit is pure by default: equal arguments share one key and
+        # a result, which a retry after an error would be handed again
+        submit = functools.partial(executor.submit, pure=False)
+    futures = [submit(chunk_task, shared, g) for g in groups]
     try:
         flats = [f.result() for f in futures]
     except BaseException:
@@ -259,7 +275,8 @@ def numerical_gradient(net, x, T, h=None, executor=None, memory_budget=None, tas
     """Central-difference gradient of ``net``'s loss at validated ``x`` (N, d) and
     prepared targets ``T`` (N, n_out), parameter chunks computed in parallel.
 
-    executor       a ``concurrent.futures.Executor`` (tasks go to its workers), an
+    executor       a ``concurrent.futures.Executor`` or a ``dask.distributed.Client``
+                   (tasks go to its workers), an
                    ``xpnn.dist.Comm`` (SPMD: every rank calls this with the same
                    arguments and gets the whole gradient), or None (this process)
     h              step (default ``net.default_h()``)

@@ -437,9 +437,10 @@ def train(
                      jax.jit, torch.compile, CUDA graphs); needs backprop and an
                      ``xpnn.optim`` optimiser
     comm             None (one process) or a communicator (see the module docstring)
-    executor         gradient='numerical' only: a concurrent.futures.Executor (or an
-                     xpnn.dist communicator, every rank calling) that computes the
-                     numerical gradient's parameter chunks (xpnn.dist.numerical_gradient)
+    executor         gradient='numerical' only: a concurrent.futures.Executor, a Dask
+                     Client, or an xpnn.dist communicator (every rank calling) that
+                     computes the numerical gradient's parameter chunks
+                     (xpnn.dist.numerical_gradient)
 
     Raises ``TrainingDivergedError`` (a ValueError, with ``.iteration`` and
     ``.history``) if the loss or parameters become NaN/inf; the parameters are then
