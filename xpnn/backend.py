@@ -618,12 +618,19 @@ class _CudaGraphStep:
     twice to warm up, then captures ``fn`` followed by copying its result into the
     state buffers in place. Every call copies its arguments into the buffers (skipped
     for arrays that are the buffers, as the returned state is), replays the graph and
-    returns the state buffers. Untested on hardware in this repository's CI.
+    returns the state buffers.
+
+    The buffer handling is exercised on the CPU by tests/test_graph_step.py (a
+    subclass whose "graph" re-runs the step on the same buffers); the capture itself
+    has not yet run on a GPU in this repository.
     """
 
     def __init__(self, fn, lib: str):
         self.fn, self.torch = fn, lib == "torch"
         self.graph = self.state = self.batch = self.stream = None
+
+    def _clone(self, a):
+        return a.clone() if self.torch else a.copy()
 
     def _copy(self, dst, src):
         if dst is src:
@@ -638,12 +645,11 @@ class _CudaGraphStep:
         for dst, src in zip(_leaves(self.state), _leaves(out), strict=True):
             self._copy(dst, src)
 
-    def _capture(self, state, batch):
+    def _capture_graph(self):
+        """Record ``_run_and_store`` on the buffers as ``self.graph``."""
         if self.torch:
             import torch
 
-            self.state = _map_leaves(torch.clone, state)
-            self.batch = [torch.clone(b) for b in batch]
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
@@ -656,8 +662,6 @@ class _CudaGraphStep:
         else:
             import cupy
 
-            self.state = _map_leaves(cupy.copy, state)
-            self.batch = [cupy.copy(b) for b in batch]
             self.stream = cupy.cuda.Stream(non_blocking=True)
             self.stream.wait_event(cupy.cuda.get_current_stream().record())
             with self.stream:
@@ -667,13 +671,7 @@ class _CudaGraphStep:
                 self._run_and_store()
                 self.graph = self.stream.end_capture()
 
-    def __call__(self, state, *batch):
-        if self.graph is None:
-            self._capture(state, batch)
-        for dst, src in zip(_leaves(self.state), _leaves(state), strict=True):
-            self._copy(dst, src)
-        for dst, src in zip(self.batch, batch, strict=True):
-            self._copy(dst, src)
+    def _replay(self):
         if self.torch:
             self.graph.replay()
         else:
@@ -683,4 +681,15 @@ class _CudaGraphStep:
             self.stream.wait_event(current.record())
             self.graph.launch(self.stream)
             current.wait_event(self.stream.record())
+
+    def __call__(self, state, *batch):
+        if self.graph is None:
+            self.state = _map_leaves(self._clone, state)
+            self.batch = [self._clone(b) for b in batch]
+            self._capture_graph()
+        for dst, src in zip(_leaves(self.state), _leaves(state), strict=True):
+            self._copy(dst, src)
+        for dst, src in zip(self.batch, batch, strict=True):
+            self._copy(dst, src)
+        self._replay()
         return self.state
