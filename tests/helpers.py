@@ -29,3 +29,14 @@ def problem(backend, sizes, loss="softmax_cross_entropy", n=5, seed=0, dtype="fl
 
 def host(grads):
     return {k: xpnn.to_numpy(v).astype(np.float64) for k, v in grads.items()}
+
+
+def host_leaves(tree, prefix: str = "") -> dict:
+    """{"opt/W1/v": host copy, ...}: every array of a nest of dicts (a step's state),
+    keyed by its path, in sorted-key order, with its dtype kept."""
+    if isinstance(tree, dict):
+        out = {}
+        for key in sorted(tree):
+            out.update(host_leaves(tree[key], f"{prefix}{key}/"))
+        return out
+    return {prefix.rstrip("/"): np.array(xpnn.to_numpy(tree))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import host_leaves
 
 import xpnn
 from xpnn.backend import _CudaGraphStep
@@ -63,17 +64,8 @@ def _batches(net, to_array, n=12, steps=4):
              net.prepare_targets(to_array(rng.integers(0, 3, n)))) for _ in range(steps)]
 
 
-def _host(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for key in sorted(tree):
-            out.update(_host(tree[key], f"{prefix}{key}/"))
-        return out
-    return {prefix.rstrip("/"): np.array(xpnn.to_numpy(tree))}
-
-
 def _assert_same(a, b):
-    ha, hb = _host(a), _host(b)
+    ha, hb = host_leaves(a), host_leaves(b)
     assert ha.keys() == hb.keys()
     for key in ha:
         assert ha[key].dtype == hb[key].dtype, key  # nothing cast by the in-place copies
@@ -156,7 +148,7 @@ def test_train_through_the_replayed_step_matches_eager(lib):
         h = train(net, (x, y), (xt, yt), optimizer=xpnn.Adam(lr=0.3), batch_size=8,
                   iters=60, eval_every=5, seed=0, lr_schedule=xpnn.StepLR(10, 0.5),
                   early_stopping=2, compile=compile, progress=False)
-        runs.append((h, _host(net.params)))
+        runs.append((h, host_leaves(net.params)))
     (h1, p1), (h2, p2) = runs
     assert h2.meta["compile"] and h1.iteration == h2.iteration == [0, 5, 10, 15, 20, 25, 30]
     assert h2.meta["stopped_early"] and h1.meta["best_iteration"] == h2.meta["best_iteration"] == 20

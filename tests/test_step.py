@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import host_leaves
 
 import xpnn
 from xpnn.backend import compile_step
@@ -34,13 +35,8 @@ def _batches(net, to_array):
     return [(to_array(x), net.prepare_targets(to_array(y))) for x, y in _host_problem()]
 
 
-def _leaves(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = {}
-        for key in sorted(tree):
-            out.update(_leaves(tree[key], f"{prefix}{key}/"))
-        return out
-    return {prefix.rstrip("/"): np.asarray(xpnn.to_numpy(tree), dtype=np.float64)}
+def _leaves(tree):
+    return {key: a.astype(np.float64) for key, a in host_leaves(tree).items()}
 
 
 def _assert_same_state(a, b, tol=1e-12):
