@@ -251,8 +251,8 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
     shared = _share(executor, _payload(net, x, T, h))
     submit = executor.submit
     if dask_client(executor) is executor:
-        # a Client's submit is pure by default: equal arguments share one key and
-        # a result, which a retry after an error would be handed again
+        # a Client's submit is pure by default (equal arguments share one key and one
+        # cached result); submit as its get_executor() does, one fresh task per call
         submit = functools.partial(executor.submit, pure=False)
     futures = [submit(chunk_task, shared, g) for g in groups]
     try:
