@@ -252,7 +252,7 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
     submit = executor.submit
     if dask_client(executor) is executor:
         # a Client's submit is pure by default (equal arguments share one key and one
-        # cached result); submit as its get_executor() does, one fresh task per call
+        # cached result); here every call is a fresh task
         submit = functools.partial(executor.submit, pure=False)
     futures = [submit(chunk_task, shared, g) for g in groups]
     try:
