@@ -40,3 +40,18 @@ def host_leaves(tree, prefix: str = "") -> dict:
             out.update(host_leaves(tree[key], f"{prefix}{key}/"))
         return out
     return {prefix.rstrip("/"): np.array(xpnn.to_numpy(tree))}
+
+
+def counting_update(optimizer) -> list:
+    """Wrap ``optimizer.transform.update`` (the validating one) to count its calls in
+    the returned list; its unchecked half stays what ``checked_parts`` finds."""
+    calls = []
+    update = optimizer.transform.update
+
+    def counting(*args):
+        calls.append(1)
+        return update(*args)
+
+    counting.check, counting.apply = update.check, update.apply
+    optimizer.transform = optimizer.transform._replace(update=counting)
+    return calls

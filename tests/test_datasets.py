@@ -14,12 +14,12 @@ import os
 import socket
 import sys
 import threading
-import tracemalloc
 from pathlib import Path
 
 import array_api_compat
 import numpy as np
 import pytest
+from hostile_files import peak_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -670,19 +670,6 @@ def test_default_backend_from_environment(monkeypatch):
 # --------------------------------- files that must not cost unbounded memory or time
 
 
-def _peak(call):
-    """(peak bytes traced while ``call()`` runs, what it raised or returned)."""
-    tracemalloc.start()
-    try:
-        try:
-            outcome = call()
-        except Exception as exc:  # noqa: BLE001 - inspected by the caller
-            outcome = exc
-        return tracemalloc.get_traced_memory()[1], outcome
-    finally:
-        tracemalloc.stop()
-
-
 def _sparse(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         f.truncate(size)  # no blocks written: instant, and takes no disk space
@@ -692,13 +679,13 @@ def test_huge_data_file_is_refused_from_its_size(fake_idx):
     folder, checksums, _ = fake_idx
     # known checksum (the real MNIST file): its exact size is known too
     _sparse(folder / FILES[0], 100 << 30)
-    peak, error = _peak(lambda: load_mnist(path=folder, download=False))
+    peak, error = peak_bytes(lambda: load_mnist(path=folder, download=False))
     assert isinstance(error, DatasetError), error
     assert "107,374,182,400 bytes" in str(error) and "9,912,422" in str(error)
     assert peak < 4 << 20
     # unknown checksum: refused above MAX_IDX_BYTES, still before reading it
     _sparse(folder / FILES[0], datasets.MAX_IDX_BYTES + 1)
-    peak, error = _peak(lambda: load_mnist(path=folder, download=False,
+    peak, error = peak_bytes(lambda: load_mnist(path=folder, download=False,
                                            checksums={**checksums, FILES[0]: None}))
     assert isinstance(error, DatasetError) and "more than the" in str(error), error
     assert peak < 4 << 20
@@ -714,11 +701,11 @@ def _gz_images_file(folder: Path, checksums: dict, header_n: int, payload: bytes
 def test_gzip_payload_is_not_inflated_past_its_header(fake_idx):
     folder, checksums, _ = fake_idx
     _gz_images_file(folder, checksums, 3, bytes(40 << 20))  # 3 images, then 40 MB more
-    peak, error = _peak(lambda: load_mnist(path=folder, checksums=checksums))
+    peak, error = peak_bytes(lambda: load_mnist(path=folder, checksums=checksums))
     assert isinstance(error, DatasetError) and "announces 3 images" in str(error), error
     assert peak < 4 << 20
     _gz_images_file(folder, checksums, 10**7, bytes(784))  # claims 7.8 GB from ~1 KB
-    peak, error = _peak(lambda: load_mnist(path=folder, checksums=checksums))
+    peak, error = peak_bytes(lambda: load_mnist(path=folder, checksums=checksums))
     assert isinstance(error, DatasetError) and "more than this" in str(error), error
     assert peak < 4 << 20
 

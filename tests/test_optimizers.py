@@ -7,6 +7,7 @@ import math
 import array_api_compat
 import numpy as np
 import pytest
+from helpers import counting_update
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -356,15 +357,7 @@ def test_update_checks_in_full_only_when_the_layout_changes():
     """Optimizer.update reuses a validated layout (keys, types, shapes, dtypes) and
     checks again when it changes or when the state was replaced."""
     opt = Momentum(lr=0.1)
-    calls = []
-    update = opt.transform.update
-
-    def counting(*args):
-        calls.append(1)
-        return update(*args)
-
-    counting.check, counting.apply = update.check, update.apply
-    opt.transform = opt.transform._replace(update=counting)
+    calls = counting_update(opt)
     params = {"W": np.ones((2, 3)), "b": np.zeros(3)}
     grads = {"W": np.full((2, 3), 0.5), "b": np.ones(3)}
     for _ in range(4):

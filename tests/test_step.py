@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import host_leaves
+from helpers import counting_update, host_leaves
 
 import xpnn
 from xpnn.backend import compile_step
@@ -100,28 +100,13 @@ def test_lr_lives_in_the_state():
     np.testing.assert_allclose(fast["params"]["W1"], net.params["W1"] - 0.2 * g["W1"])
 
 
-def _counting_update(optimizer):
-    """Wrap ``optimizer.transform.update`` (the validating one) to count its calls;
-    its unchecked half stays what ``checked_parts`` finds."""
-    calls = []
-    update = optimizer.transform.update
-
-    def counting(*args):
-        calls.append(1)
-        return update(*args)
-
-    counting.check, counting.apply = update.check, update.apply
-    optimizer.transform = optimizer.transform._replace(update=counting)
-    return calls
-
-
 def test_eager_step_validates_a_layout_once_and_any_other_state_in_full():
     """The eager step skips the optimiser's checks only for a state it returned itself:
     init's state, a new lr, rebound params or a foreign optimiser state are checked."""
     net = _net("numpy")
     batches = _batches(net, np.asarray)
     opt = xpnn.Momentum(lr=0.1)
-    calls = _counting_update(opt)
+    calls = counting_update(opt)
     step = make_step(net, opt)
     state = _three_steps(step, batches * 2)
     assert len(calls) == 1
