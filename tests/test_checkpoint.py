@@ -194,6 +194,14 @@ def test_caller_errors_pass_through(tmp_path):
         load(path, dtype="float16")
 
 
+def test_a_bad_default_backend_is_not_blamed_on_the_file(tmp_path, monkeypatch):
+    path = _saved(tmp_path)
+    monkeypatch.setenv("XPNN_BACKEND", "bogus")
+    with pytest.raises(ValueError, match="unknown backend 'bogus'") as info:
+        load(path)
+    assert "damaged" not in str(info.value)
+
+
 def test_trained_net_round_trip(tmp_path):
     from xpnn.training import train
 

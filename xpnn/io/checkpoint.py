@@ -297,9 +297,7 @@ def load(path, backend=None, device=None, dtype=None):
 
     from ..nn.mlp import MLP  # lazy: mlp imports this module lazily too (net.save)
 
-    try:
-        return MLP.from_config(cfg, params=params, backend=backend, device=device, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        if backend is not None or device is not None or dtype is not None:
-            raise  # the caller's backend/device/dtype: their error, unchanged
-        raise _bad(path, f"damaged checkpoint: bad architecture ({exc})") from None
+    # the file's config and parameters were checked above (check_config, check_params):
+    # what can still fail here is the backend, device or dtype (given, or taken from
+    # XPNN_BACKEND), and that error is not the file's
+    return MLP.from_config(cfg, params=params, backend=backend, device=device, dtype=dtype)
