@@ -34,7 +34,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import urllib.request
 import warnings
 import zlib
@@ -44,6 +43,7 @@ import array_api_compat
 import numpy as np
 
 from ..backend import asarray, get_namespace, resolve_device, resolve_dtype
+from ..io.atomic import atomic_write
 
 __all__ = [
     "DatasetError",
@@ -241,22 +241,21 @@ def _mismatch(name: str, where, expected: str, actual: str) -> str:
 
 
 def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes:
-    """Download ``url`` into ``target_dir/name`` atomically; return the verified bytes.
+    """Download ``url`` into ``target_dir/name``; return the verified bytes.
 
-    The bytes go to a temporary file in the same folder, which replaces the target only
-    when the checksum matches; on any failure the temporary file is removed.
+    ``atomic_write`` streams the bytes into a temporary file next to the target and
+    renames it onto the target only when the size and checksum match: the file gets
+    the umask's permissions, is fsynced, and a failed download leaves no temporary
+    file (one left by a killed download is removed by the next download of ``name``).
     """
     request = urllib.request.Request(url, headers={"User-Agent": "xpnn"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
-    done = False
-    try:
+    limit, _ = _size_limit(name, expected)
+    chunks: list[bytes] = []
+
+    def write(out) -> None:
         digest = hashlib.sha256()
-        chunks = []
-        limit, _ = _size_limit(name, expected)
         received = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-            request, timeout=DOWNLOAD_TIMEOUT
-        ) as response:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
             while True:
                 chunk = response.read(_CHUNK)
                 if not chunk:
@@ -270,15 +269,9 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
         actual = digest.hexdigest()
         if expected is not None and actual != expected:
             raise DatasetError(_mismatch(name, f"downloaded from {url}", expected, actual))
-        os.replace(tmp, target_dir / name)
-        done = True
-        return b"".join(chunks)
-    finally:
-        if not done:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+
+    atomic_write(target_dir / name, write)
+    return b"".join(chunks)
 
 
 def _download(name: str, target_dir: Path, mirrors: list[str], expected: str | None) -> bytes:
