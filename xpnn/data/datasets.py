@@ -44,6 +44,7 @@ import numpy as np
 
 from ..backend import asarray, get_namespace, resolve_device, resolve_dtype
 from ..io.atomic import atomic_write
+from ..io.limits import CHUNK, DEFLATE_MAX_RATIO
 
 __all__ = [
     "DatasetError",
@@ -123,12 +124,9 @@ KNOWN_SIZES = {
 #: its checksum, and the largest decompressed IDX payload: 256 MiB is over 300,000
 #: 28x28 images, five times MNIST's training set.
 MAX_IDX_BYTES = 256 << 20
-#: deflate cannot expand data by more than ~1032x; a header claiming more is damaged
-_DEFLATE_MAX_RATIO = 1032
 
 #: Seconds to wait on a mirror before giving up on it.
 DOWNLOAD_TIMEOUT = 60.0
-_CHUNK = 1 << 20
 _IMAGE_MAGIC = 0x00000803
 _LABEL_MAGIC = 0x00000801
 
@@ -184,7 +182,7 @@ def _read_verified(file: Path, name: str, expected: str | None) -> tuple[bytes, 
     chunks = []
     with open(file, "rb") as f:
         while True:
-            chunk = f.read(_CHUNK)
+            chunk = f.read(CHUNK)
             if not chunk:
                 break
             digest.update(chunk)
@@ -257,7 +255,7 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
         received = 0
         with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
             while True:
-                chunk = response.read(_CHUNK)
+                chunk = response.read(CHUNK)
                 if not chunk:
                     break
                 received += len(chunk)
@@ -324,7 +322,7 @@ def _read_idx(data: bytes, name: str, where: Path, magic: int):
         else:
             shape = (n,)
         size = math.prod(shape)
-        room = _DEFLATE_MAX_RATIO * len(data) if gzipped else len(data)
+        room = DEFLATE_MAX_RATIO * len(data) if gzipped else len(data)
         if header_size + size > min(room, MAX_IDX_BYTES):
             raise DatasetError(
                 f"{name} ({where}): the header announces {n} {kind}s ({header_size + size:,} "

@@ -30,6 +30,7 @@ from numpy.lib import format as npy_format
 from ..backend import to_numpy
 from ..nn import config as _config
 from .atomic import atomic_write
+from .limits import CHUNK, DEFLATE_MAX_RATIO
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
@@ -42,9 +43,6 @@ VERSION = _config.VERSION
 MAX_MARKER_BYTES = 1 << 20
 #: the largest .npy preamble (magic + header dict) read; NumPy writes 64 or 128 bytes
 _MAX_NPY_HEADER = 4096
-#: deflate cannot expand data by more than ~1032x; an entry claiming more is damaged
-_DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 20
 #: a checkpoint holds the marker plus a W and b per layer; a zip claiming more entries
 #: is refused before zipfile builds a record for each of them
 MAX_ENTRIES = 2 * _config.MAX_LAYERS + 1
@@ -156,7 +154,7 @@ def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: st
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
         raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes but "
                        f"stores {info.compress_size}")
-    if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 64:
+    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
         raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
                        f"than {info.compress_size} compressed bytes can hold")
 
@@ -164,7 +162,7 @@ def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: st
 def _read_exactly(stream, buffer: memoryview) -> None:
     pos = 0
     while pos < len(buffer):
-        chunk = stream.read(min(_CHUNK, len(buffer) - pos))
+        chunk = stream.read(min(CHUNK, len(buffer) - pos))
         if not chunk:
             raise _Damaged("damaged or truncated checkpoint: an entry ends early")
         buffer[pos:pos + len(chunk)] = chunk
