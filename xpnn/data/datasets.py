@@ -43,6 +43,7 @@ import array_api_compat
 import numpy as np
 
 from ..backend import asarray, get_namespace, resolve_device, resolve_dtype
+from ..backend import dtype_name as _dtype_name  # the loaders use dtype_name for a local
 from ..io.atomic import atomic_write
 from ..io.limits import CHUNK, DEFLATE_MAX_RATIO
 
@@ -153,15 +154,16 @@ def _resolve_idx_dir(path, folder: str) -> tuple[Path, bool]:
     return _cache_root() / folder, False
 
 
-def _size_limit(name: str, expected: str | None) -> tuple[int, bool]:
-    """(the most bytes ``name`` may have, whether that is its exact known size)."""
+def _size_limit(expected: str | None) -> tuple[int, bool]:
+    """(the most bytes a file with SHA-256 ``expected`` (None: unknown) may have,
+    whether that is its exact known size)."""
     known = KNOWN_SIZES.get(expected) if expected is not None else None
     return (known, True) if known is not None else (MAX_IDX_BYTES, False)
 
 
 def _size_problem(name: str, where, size: int, expected: str | None) -> str | None:
     """Why a file of ``size`` bytes cannot be ``name`` (None when it may be)."""
-    limit, exact = _size_limit(name, expected)
+    limit, exact = _size_limit(expected)
     if exact and size != limit:
         return f"{name} ({where}) has {size:,} bytes, but the file with SHA-256 {expected} " \
                f"has {limit:,}"
@@ -200,7 +202,7 @@ def _check_target(backend, device, dtype) -> str:
     """Fail early (before any file work) on a bad backend/device/dtype; return dtype name."""
     xp = get_namespace(backend)
     resolve_device(xp, device)
-    return "float64" if resolve_dtype(xp, dtype) == xp.float64 else "float32"
+    return _dtype_name(xp, resolve_dtype(xp, dtype))
 
 
 def _normalize_mirrors(mirrors) -> list[str]:
@@ -247,7 +249,7 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
     file (one left by a killed download is removed by the next download of ``name``).
     """
     request = urllib.request.Request(url, headers={"User-Agent": "xpnn"})
-    limit, _ = _size_limit(name, expected)
+    limit, _ = _size_limit(expected)
     chunks: list[bytes] = []
 
     def write(out) -> None:
