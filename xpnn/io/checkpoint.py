@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..backend import to_numpy
+from ..backend import device_name, to_numpy
 from ..nn import config as _config
 from .atomic import atomic_write
 from .limits import CHUNK, DEFLATE_MAX_RATIO
@@ -62,11 +62,13 @@ def _bad(path, problem: str) -> ValueError:
 
 
 def _architecture(net) -> dict:
-    """What the marker entry holds: the config plus informational notes."""
+    """What the marker entry holds: the config plus informational notes (which device
+    it was saved from, spelt as in the history's metadata; ``load`` reads none of them,
+    so files whose note is another spelling still load)."""
     return {
         **_config.to_config(net),
         "params": list(net.params),
-        "saved_from": {"backend": net.backend, "device": str(net.device)},
+        "saved_from": {"backend": net.backend, "device": device_name(net.xp, net.device)},
     }
 
 
