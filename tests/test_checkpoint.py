@@ -90,6 +90,24 @@ def test_architecture_and_dtype(tmp_path):
     assert set(arch) >= {"sizes", "activations", "loss", "dtype", "weight_decay"}
 
 
+def test_saved_from_names_the_device_as_the_history_does(backend, tmp_path):
+    net = _net(backend)
+    path = tmp_path / "net.npz"
+    save(net, path)
+    with np.load(path) as data:
+        arch = json.loads(str(data["__xpnn__"]))
+    assert arch["saved_from"] == {"backend": backend[0],
+                                  "device": xpnn.backend.device_name(net.xp, net.device)}
+    # files written before (the device as str(net.device), e.g. an object repr) load
+    old = {**arch, "saved_from": {"backend": backend[0], "device": "<Device object at 0x1>"}}
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != "__xpnn__"}
+    np.savez(tmp_path / "old.npz", __xpnn__=np.asarray(json.dumps(old)), **arrays)
+    back = load(tmp_path / "old.npz")
+    for k, v in net.params.items():
+        np.testing.assert_array_equal(back.params[k], xpnn.to_numpy(v))
+
+
 def test_atomic_write_leaves_no_temp_files(tmp_path, monkeypatch):
     net = _net(("numpy", None))
     path = tmp_path / "net.npz"

@@ -659,6 +659,23 @@ def test_sizes_below_the_limit_are_accepted():
         budget.check(est, limit=2**20)
 
 
+def test_budget_follows_the_optimizers_and_the_trainer():
+    # the estimate's optimizer slots and evaluation chunk come from xpnn.optim and
+    # xpnn.train, so they cannot drift from them; an unknown optimizer is an error,
+    # not a guess
+    import inspect
+
+    import xpnn
+    from xpnn.cli import budget
+
+    assert budget.OPTIMIZER_SLOTS == {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1,
+                                      "rmsprop": 1, "adam": 2}
+    assert budget.EVAL_CHUNK == inspect.signature(xpnn.train).parameters[
+        "eval_batch_size"].default
+    with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
+        budget.estimate([784, 50, 10], 60000, 10000, 10000, 4, "lion", [], ["--hidden"], [])
+
+
 @pytest.mark.parametrize("classes, words", [
     (["1"], ["--classes", "at least 2"]),
     (["3", "3"], ["--classes", "repeats"]),

@@ -811,3 +811,44 @@ def test_download_stops_at_the_known_size(server, cache):
     with pytest.raises(DatasetError, match=r"larger than 9,912,422 bytes"):
         load_mnist(mirrors=[server.url + "huge/"])
     assert files_in(cache) == []
+
+
+def test_downloaded_file_gets_the_umask_permissions(server, tmp_path, monkeypatch):
+    # a shared XPNN_DATA_DIR: other users must be able to read the cached files, so a
+    # download gets 0666 & ~umask like any new file, not mkstemp's 0600
+    from xpnn.io import atomic
+
+    monkeypatch.setattr(atomic, "_UMASK", None)  # read the umask set below
+    old = os.umask(0o022)
+    try:
+        folder = tmp_path / "shared"
+        load_mnist(path=folder, mirrors=server.url + "good/", checksums=server.checksums)
+    finally:
+        os.umask(old)
+    assert files_in(folder) == sorted(FILES)
+    for name in FILES:
+        assert (folder / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_failed_download_leaves_no_temp_file(server, tmp_path):
+    folder = tmp_path / "user"
+    with pytest.raises(DatasetError, match="SHA-256"):
+        load_mnist(path=folder, mirrors=server.url + "corrupt/", checksums=server.checksums)
+    assert os.listdir(folder) == []
+
+
+def test_temp_file_of_a_killed_download_is_removed(server, tmp_path):
+    # the temp file a download killed mid-way left behind (its process is gone) is
+    # removed by the next download of that file
+    import subprocess
+
+    from xpnn.io import atomic
+
+    folder = tmp_path / "user"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = folder / f"{atomic._temp_prefix(FILES[0])}{dead.pid}.abc123.tmp"
+    stale.write_bytes(b"half a download")
+    load_mnist(path=folder, mirrors=server.url + "good/", checksums=server.checksums)
+    assert files_in(folder) == sorted(FILES)

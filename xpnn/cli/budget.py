@@ -23,15 +23,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..optim import OPTIMIZERS
+from ..training.runner import EVAL_BATCH_SIZE
+
 #: the largest estimated memory (bytes) the command line accepts: 16 GiB
 MAX_RUN_BYTES = 16 * 2**30
 
-#: optimizer state arrays per parameter array
-OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
-                   "adam": 2}
+
+def _slots(optimizer_class) -> int:
+    """State arrays per parameter array: what the optimiser's transform keeps for a
+    one-element parameter."""
+    state = optimizer_class().transform.init({"w": np.zeros(1)})
+    return len(state["w"])
+
+
+#: optimizer state arrays per parameter array, for each name in ``xpnn.optim.OPTIMIZERS``
+OPTIMIZER_SLOTS = {name: _slots(cls) for name, cls in OPTIMIZERS.items()}
 
 #: rows per evaluation chunk (xpnn.train's eval_batch_size default)
-EVAL_CHUNK = 10000
+EVAL_CHUNK = EVAL_BATCH_SIZE
 
 
 def human_bytes(n: float) -> str:
@@ -80,7 +92,10 @@ def estimate(sizes, n_train: int, n_test: int, rows: int, itemsize: int, optimiz
     """
     n_in = sizes[0]
     n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    copies = 3 + OPTIMIZER_SLOTS.get(optimizer, 2)
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from "
+                         f"{', '.join(OPTIMIZER_SLOTS)}")
+    copies = 3 + OPTIMIZER_SLOTS[optimizer]
     units = sum(sizes[1:])
     data_rows = n_train + n_test + rows  # the sets, and the batch gathered from them
     if rows > units:

@@ -34,7 +34,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import urllib.request
 import warnings
 import zlib
@@ -44,6 +43,9 @@ import array_api_compat
 import numpy as np
 
 from ..backend import asarray, get_namespace, resolve_device, resolve_dtype
+from ..backend import dtype_name as _dtype_name  # the loaders use dtype_name for a local
+from ..io.atomic import atomic_write
+from ..io.limits import CHUNK, DEFLATE_MAX_RATIO
 
 __all__ = [
     "DatasetError",
@@ -123,12 +125,9 @@ KNOWN_SIZES = {
 #: its checksum, and the largest decompressed IDX payload: 256 MiB is over 300,000
 #: 28x28 images, five times MNIST's training set.
 MAX_IDX_BYTES = 256 << 20
-#: deflate cannot expand data by more than ~1032x; a header claiming more is damaged
-_DEFLATE_MAX_RATIO = 1032
 
 #: Seconds to wait on a mirror before giving up on it.
 DOWNLOAD_TIMEOUT = 60.0
-_CHUNK = 1 << 20
 _IMAGE_MAGIC = 0x00000803
 _LABEL_MAGIC = 0x00000801
 
@@ -155,15 +154,16 @@ def _resolve_idx_dir(path, folder: str) -> tuple[Path, bool]:
     return _cache_root() / folder, False
 
 
-def _size_limit(name: str, expected: str | None) -> tuple[int, bool]:
-    """(the most bytes ``name`` may have, whether that is its exact known size)."""
+def _size_limit(expected: str | None) -> tuple[int, bool]:
+    """(the most bytes a file with SHA-256 ``expected`` (None: unknown) may have,
+    whether that is its exact known size)."""
     known = KNOWN_SIZES.get(expected) if expected is not None else None
     return (known, True) if known is not None else (MAX_IDX_BYTES, False)
 
 
 def _size_problem(name: str, where, size: int, expected: str | None) -> str | None:
     """Why a file of ``size`` bytes cannot be ``name`` (None when it may be)."""
-    limit, exact = _size_limit(name, expected)
+    limit, exact = _size_limit(expected)
     if exact and size != limit:
         return f"{name} ({where}) has {size:,} bytes, but the file with SHA-256 {expected} " \
                f"has {limit:,}"
@@ -184,7 +184,7 @@ def _read_verified(file: Path, name: str, expected: str | None) -> tuple[bytes, 
     chunks = []
     with open(file, "rb") as f:
         while True:
-            chunk = f.read(_CHUNK)
+            chunk = f.read(CHUNK)
             if not chunk:
                 break
             digest.update(chunk)
@@ -202,7 +202,7 @@ def _check_target(backend, device, dtype) -> str:
     """Fail early (before any file work) on a bad backend/device/dtype; return dtype name."""
     xp = get_namespace(backend)
     resolve_device(xp, device)
-    return "float64" if resolve_dtype(xp, dtype) == xp.float64 else "float32"
+    return _dtype_name(xp, resolve_dtype(xp, dtype))
 
 
 def _normalize_mirrors(mirrors) -> list[str]:
@@ -241,24 +241,23 @@ def _mismatch(name: str, where, expected: str, actual: str) -> str:
 
 
 def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes:
-    """Download ``url`` into ``target_dir/name`` atomically; return the verified bytes.
+    """Download ``url`` into ``target_dir/name``; return the verified bytes.
 
-    The bytes go to a temporary file in the same folder, which replaces the target only
-    when the checksum matches; on any failure the temporary file is removed.
+    ``atomic_write`` streams the bytes into a temporary file next to the target and
+    renames it onto the target only when the size and checksum match: the file gets
+    the umask's permissions, is fsynced, and a failed download leaves no temporary
+    file (one left by a killed download is removed by the next download of ``name``).
     """
     request = urllib.request.Request(url, headers={"User-Agent": "xpnn"})
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=target_dir)
-    done = False
-    try:
+    limit, _ = _size_limit(expected)
+    chunks: list[bytes] = []
+
+    def write(out) -> None:
         digest = hashlib.sha256()
-        chunks = []
-        limit, _ = _size_limit(name, expected)
         received = 0
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(
-            request, timeout=DOWNLOAD_TIMEOUT
-        ) as response:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as response:
             while True:
-                chunk = response.read(_CHUNK)
+                chunk = response.read(CHUNK)
                 if not chunk:
                     break
                 received += len(chunk)
@@ -270,15 +269,9 @@ def _fetch(url: str, target_dir: Path, name: str, expected: str | None) -> bytes
         actual = digest.hexdigest()
         if expected is not None and actual != expected:
             raise DatasetError(_mismatch(name, f"downloaded from {url}", expected, actual))
-        os.replace(tmp, target_dir / name)
-        done = True
-        return b"".join(chunks)
-    finally:
-        if not done:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+
+    atomic_write(target_dir / name, write)
+    return b"".join(chunks)
 
 
 def _download(name: str, target_dir: Path, mirrors: list[str], expected: str | None) -> bytes:
@@ -331,7 +324,7 @@ def _read_idx(data: bytes, name: str, where: Path, magic: int):
         else:
             shape = (n,)
         size = math.prod(shape)
-        room = _DEFLATE_MAX_RATIO * len(data) if gzipped else len(data)
+        room = DEFLATE_MAX_RATIO * len(data) if gzipped else len(data)
         if header_size + size > min(room, MAX_IDX_BYTES):
             raise DatasetError(
                 f"{name} ({where}): the header announces {n} {kind}s ({header_size + size:,} "

@@ -1,4 +1,5 @@
-"""Files: checkpoints (``checkpoint``) and atomic writes (``atomic``)."""
+"""Files: checkpoints (``checkpoint``), atomic writes (``atomic``) and the bounds
+on reading untrusted files (``limits``)."""
 
 from . import checkpoint
 from .atomic import atomic_write

@@ -27,9 +27,10 @@ import zlib
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..backend import to_numpy
+from ..backend import device_name, to_numpy
 from ..nn import config as _config
 from .atomic import atomic_write
+from .limits import CHUNK, DEFLATE_MAX_RATIO
 
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
@@ -42,9 +43,6 @@ VERSION = _config.VERSION
 MAX_MARKER_BYTES = 1 << 20
 #: the largest .npy preamble (magic + header dict) read; NumPy writes 64 or 128 bytes
 _MAX_NPY_HEADER = 4096
-#: deflate cannot expand data by more than ~1032x; an entry claiming more is damaged
-_DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 20
 #: a checkpoint holds the marker plus a W and b per layer; a zip claiming more entries
 #: is refused before zipfile builds a record for each of them
 MAX_ENTRIES = 2 * _config.MAX_LAYERS + 1
@@ -64,11 +62,13 @@ def _bad(path, problem: str) -> ValueError:
 
 
 def _architecture(net) -> dict:
-    """What the marker entry holds: the config plus informational notes."""
+    """What the marker entry holds: the config plus informational notes (which device
+    it was saved from, spelt as in the history's metadata; ``load`` reads none of them,
+    so files whose note is another spelling still load)."""
     return {
         **_config.to_config(net),
         "params": list(net.params),
-        "saved_from": {"backend": net.backend, "device": str(net.device)},
+        "saved_from": {"backend": net.backend, "device": device_name(net.xp, net.device)},
     }
 
 
@@ -156,7 +156,7 @@ def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: st
     if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
         raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes but "
                        f"stores {info.compress_size}")
-    if info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 64:
+    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
         raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
                        f"than {info.compress_size} compressed bytes can hold")
 
@@ -164,7 +164,7 @@ def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: st
 def _read_exactly(stream, buffer: memoryview) -> None:
     pos = 0
     while pos < len(buffer):
-        chunk = stream.read(min(_CHUNK, len(buffer) - pos))
+        chunk = stream.read(min(CHUNK, len(buffer) - pos))
         if not chunk:
             raise _Damaged("damaged or truncated checkpoint: an entry ends early")
         buffer[pos:pos + len(chunk)] = chunk

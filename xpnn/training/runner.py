@@ -63,7 +63,11 @@ from .callbacks import (
 from .history import FIELDS, History
 from .step import Step, all_finite, numerical_gradient_fn
 
-__all__ = ["FIELDS", "History", "Run", "TrainingDivergedError", "train"]
+__all__ = ["EVAL_BATCH_SIZE", "FIELDS", "History", "Run", "TrainingDivergedError", "train"]
+
+#: rows per chunk when evaluating the full sets: ``train``'s ``eval_batch_size`` default
+#: (the CLI's memory estimate uses it too)
+EVAL_BATCH_SIZE = 10000
 
 #: iterations of mini-batch indices uploaded at once (fewer for huge batches)
 _BLOCK_ITERS = 1000
@@ -398,7 +402,7 @@ def train(
     lr_schedule=None,
     early_stopping=None,
     h=None,
-    eval_batch_size=10000,
+    eval_batch_size=EVAL_BATCH_SIZE,
     log=print,
     compile=False,
     comm=None,
