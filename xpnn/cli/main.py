@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import inspect
-import math
 import os
 import sys
 import time
@@ -28,7 +27,8 @@ from ..io import checkpoint
 from ..nn.mlp import MLP
 from ..optim import make_optimizer
 from ..training import TrainingDivergedError, train
-from . import budget
+from . import argtypes, budget
+from .argtypes import ACTIVATION_NAMES
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -43,7 +43,6 @@ DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals"
 TOY = ("moons", "spirals")
 TRAIN_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
 ALL_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "mse")
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "elu", "identity")
 _FALLBACK_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 #: per-dataset defaults for the flags left out. MNIST's are the book's TwoLayerNet;
@@ -117,79 +116,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 # ------------------------------------------------------------------ flag types
-
-
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum``, called ``what`` in its messages."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_nonneg_int = _int_at_least(0, "an integer >= 0")
-_positive_int_or_full = _int_at_least(1, "a positive integer or 'full'")
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _weight_init(text: str):
-    if text.strip().lower() in ("xavier", "he"):
-        return text.strip().lower()
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive std (e.g. 0.01), 'xavier' or 'he', got {text!r}"
-        ) from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"the std must be positive and finite, got {text!r}")
-    return value
-
-
-def _batch_size(text: str):
-    if text.strip().lower() == "full":
-        return "full"
-    return _positive_int_or_full(text)
-
-
-def _activation(text: str) -> str:
-    name = text.strip().lower()
-    if name not in ACTIVATION_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"unknown activation {text!r} (choose from {', '.join(ACTIVATION_NAMES)})"
-        )
-    return name
 
 
 def _optimizer_names():
@@ -281,64 +207,66 @@ def build_parser() -> argparse.ArgumentParser:
                         "cache ~/.cache/xpnn)")
     g.add_argument("--no-download", action="store_true",
                    help="fail instead of downloading missing MNIST/Fashion-MNIST files")
-    g.add_argument("--classes", type=_nonneg_int, nargs="+", default=None, metavar="K",
+    g.add_argument("--classes", type=argtypes.nonneg_int, nargs="+", default=None, metavar="K",
                    help="sign-language-digits: the digits to keep, relabelled 0..k-1 in "
                         "this order, e.g. --classes 0 1 (default: all ten)")
-    g.add_argument("--image-size", type=_positive_int, default=None, metavar="SIZE",
+    g.add_argument("--image-size", type=argtypes.positive_int, default=None, metavar="SIZE",
                    help="sign-language-digits: images are resized to SIZE x SIZE "
                         f"(default: {SIGN_LANGUAGE_IMAGE_SIZE})")
-    g.add_argument("--samples", type=_positive_int, default=None,
+    g.add_argument("--samples", type=argtypes.positive_int, default=None,
                    help="moons/spirals: number of points (default: moons 200, spirals 300); "
                         "a test set of the same size is drawn with seed+1")
-    g.add_argument("--noise", type=_nonneg_float, default=None,
+    g.add_argument("--noise", type=argtypes.nonneg_float, default=None,
                    help=f"moons/spirals: Gaussian noise std (default: {TOY_NOISE})")
 
     g = t.add_argument_group("network")
     h = g.add_mutually_exclusive_group()
-    h.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="WIDTH",
+    h.add_argument("--hidden", type=argtypes.positive_int, nargs="+", default=None, metavar="WIDTH",
                    help="hidden layer widths, e.g. --hidden 150 150 150 (default: per "
                         "dataset, 50 for MNIST)")
     h.add_argument("--no-hidden", action="store_true",
                    help="no hidden layer: logistic/softmax regression")
-    g.add_argument("--activation", type=_activation, nargs="+", default=None, metavar="NAME",
+    g.add_argument("--activation", type=argtypes.activation, nargs="+", default=None,
+                   metavar="NAME",
                    help="one activation for all hidden layers or one per hidden layer: "
                         f"{', '.join(ACTIVATION_NAMES)} (default: per dataset, sigmoid for "
                         "MNIST)")
     g.add_argument("--loss", choices=TRAIN_LOSSES, default="softmax_cross_entropy",
                    help="binary_cross_entropy needs a 2-class task and gives the last "
                         "layer 1 unit")
-    g.add_argument("--weight-init", type=_weight_init, default=None, metavar="STD|xavier|he",
+    g.add_argument("--weight-init", type=argtypes.weight_init, default=None,
+                   metavar="STD|xavier|he",
                    help="std of the initial Gaussian weights, or xavier (sqrt(1/n_in)) or "
                         "he (sqrt(2/n_in)) (default: per dataset, 0.01 for MNIST)")
-    g.add_argument("--weight-decay", type=_nonneg_float, default=None,
+    g.add_argument("--weight-decay", type=argtypes.nonneg_float, default=None,
                    help="L2 penalty 0.5*wd*sum(W^2) on the weights (default: per dataset, 0 "
                         "for MNIST)")
 
     g = t.add_argument_group("training")
     g.add_argument("--optimizer", choices=_optimizer_names(), default="sgd", help="update rule")
-    g.add_argument("--lr", type=_positive_float, default=None,
+    g.add_argument("--lr", type=argtypes.positive_float, default=None,
                    help="learning rate (default: per dataset, 0.1 for MNIST)")
-    g.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|full",
+    g.add_argument("--batch-size", type=argtypes.batch_size, default=None, metavar="N|full",
                    help="minibatch size, or 'full' for full-batch gradient descent "
                         "(default: per dataset, 100 for MNIST)")
     it = g.add_mutually_exclusive_group()
-    it.add_argument("--iters", type=_positive_int, default=None,
+    it.add_argument("--iters", type=argtypes.positive_int, default=None,
                     help="number of updates (default: per dataset, 10000 for MNIST)")
-    it.add_argument("--epochs", type=_positive_int, default=None,
+    it.add_argument("--epochs", type=argtypes.positive_int, default=None,
                     help="number of passes over the training set, instead of --iters")
     g.add_argument("--gradient", choices=("backprop", "numerical"), default="backprop",
                    help="how gradients are computed; numerical = central differences "
                         "(slow: the book's 17-hour run)")
-    g.add_argument("--h", type=_positive_float, default=None,
+    g.add_argument("--h", type=argtypes.positive_float, default=None,
                    help="step of the central differences (default: 1e-5 in float64, 5e-3 "
                         "in float32)")
-    g.add_argument("--seed", type=_nonneg_int, default=0,
+    g.add_argument("--seed", type=argtypes.nonneg_int, default=0,
                    help="seed (>= 0) of the initial weights, the batch order, the toy data "
                         "and the sign-language train/test split")
     g.add_argument("--compile", action="store_true",
                    help="compile the training step with the backend's compiler "
                         "(xpnn.train(compile=True)); needs an xpnn.train that has it")
-    g.add_argument("--eval-every", type=_positive_int, default=None, metavar="ITERS",
+    g.add_argument("--eval-every", type=argtypes.positive_int, default=None, metavar="ITERS",
                    help="evaluate train/test loss and accuracy every ITERS iterations "
                         "(default: the trainer's: once per epoch; full-batch runs: 100 "
                         "evaluations in all)")
@@ -365,24 +293,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "with central differences, parameter by parameter.\n"
                     "Exit code 0 when every parameter passes, 1 otherwise.",
     )
-    c.add_argument("--hidden", type=_positive_int, nargs="*", default=[10], metavar="WIDTH",
+    c.add_argument("--hidden", type=argtypes.positive_int, nargs="*", default=[10], metavar="WIDTH",
                    help="hidden layer widths (give none for no hidden layer)")
-    c.add_argument("--inputs", type=_positive_int, default=4, help="input features")
-    c.add_argument("--classes", type=_positive_int, default=3,
+    c.add_argument("--inputs", type=argtypes.positive_int, default=4, help="input features")
+    c.add_argument("--classes", type=argtypes.positive_int, default=3,
                    help="outputs (classes) for softmax_cross_entropy and mse; "
                         "binary_cross_entropy always has 1")
-    c.add_argument("--activation", type=_activation, nargs="+", default=["sigmoid"],
+    c.add_argument("--activation", type=argtypes.activation, nargs="+", default=["sigmoid"],
                    metavar="NAME", help="one activation, or one per hidden layer")
     c.add_argument("--loss", choices=ALL_LOSSES, default="softmax_cross_entropy",
                    help="output loss")
-    c.add_argument("--weight-init", type=_weight_init, default="xavier",
+    c.add_argument("--weight-init", type=argtypes.weight_init, default="xavier",
                    metavar="STD|xavier|he", help="initial weights")
-    c.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="L2 penalty")
-    c.add_argument("--batch", type=_positive_int, default=8, help="rows of random data")
-    c.add_argument("--seed", type=_nonneg_int, default=0, help="seed (>= 0) of weights and data")
-    c.add_argument("--h", type=_positive_float, default=None,
+    c.add_argument("--weight-decay", type=argtypes.nonneg_float, default=0.0, help="L2 penalty")
+    c.add_argument("--batch", type=argtypes.positive_int, default=8, help="rows of random data")
+    c.add_argument("--seed", type=argtypes.nonneg_int, default=0,
+                   help="seed (>= 0) of weights and data")
+    c.add_argument("--h", type=argtypes.positive_float, default=None,
                    help="central-difference step (default: 1e-5 in float64, 5e-3 in float32)")
-    c.add_argument("--threshold", type=_positive_float, default=None,
+    c.add_argument("--threshold", type=argtypes.positive_float, default=None,
                    help="largest max relative error that passes (default: 1e-7 in float64, "
                         "5e-2 in float32)")
     c.add_argument("--atol", type=float, default=None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ..cli.main import _positive_int
+from ..cli.argtypes import positive_int
 from .comm import shard
 from .mpi import mpi_world_size
 
@@ -30,7 +30,7 @@ def add_dist_flags(parser) -> None:
         "mpiexec -n K) training split over K MPI ranks",
     )
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    where.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="compute --gradient numerical on N local worker processes")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="compute --gradient numerical on the Dask cluster at ADDRESS, "
