@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import os
 import sys
 import time
@@ -265,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and the sign-language train/test split")
     g.add_argument("--compile", action="store_true",
                    help="compile the training step with the backend's compiler "
-                        "(xpnn.train(compile=True)); needs an xpnn.train that has it")
+                        "(xpnn.train(compile=True))")
     g.add_argument("--eval-every", type=argtypes.positive_int, default=None, metavar="ITERS",
                    help="evaluate train/test loss and accuracy every ITERS iterations "
                         "(default: the trainer's: once per epoch; full-batch runs: 100 "
@@ -382,9 +381,6 @@ def _resolve_train_config(args) -> dict:
     if args.compile and args.gradient != "backprop":
         raise CLIError("--compile compiles the backprop step; it does not apply to "
                        "--gradient numerical")
-    if args.compile and not _train_accepts("compile"):
-        raise CLIError("--compile needs an xpnn.train that accepts compile=True; this "
-                       "version's does not")
     return cfg
 
 
@@ -399,13 +395,6 @@ def _check_sign_language_classes(classes) -> None:
     bad = [c for c in classes if c > 9]
     if bad:
         raise CLIError(f"--classes takes digits 0..9, got {' '.join(map(str, bad))}")
-
-
-def _train_accepts(keyword: str) -> bool:
-    try:
-        return keyword in inspect.signature(train).parameters
-    except (TypeError, ValueError):  # not introspectable: let the call decide
-        return True
 
 
 def _dataset_path(data_dir, folder: str):
@@ -649,7 +638,6 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
         "argv": args.argv, "dataset": args.dataset, "sizes": sizes,
         **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
     }
-    options = {"compile": True} if args.compile else {}
     start = time.perf_counter()
     try:
         history = train(
@@ -657,7 +645,7 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
             batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
             gradient=args.gradient, eval_every=eval_every, seed=args.seed,
             progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
-            comm=dist.comm, executor=dist.executor, **options,
+            compile=args.compile, comm=dist.comm, executor=dist.executor,
         )
     except BaseException as exc:
         note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
