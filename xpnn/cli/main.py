@@ -24,7 +24,7 @@ import numpy as np
 
 from ..io import checkpoint
 from ..nn.mlp import MLP
-from ..optim import make_optimizer
+from ..optim import OPTIMIZERS, make_optimizer
 from ..training import TrainingDivergedError, train
 from . import argtypes, budget
 from .argtypes import ACTIVATION_NAMES
@@ -42,7 +42,6 @@ DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals"
 TOY = ("moons", "spirals")
 TRAIN_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
 ALL_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "mse")
-_FALLBACK_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 #: per-dataset defaults for the flags left out. MNIST's are the book's TwoLayerNet;
 #: moons is the "neural network from scratch" post (lr 0.01 and reg 0.01 on summed
@@ -112,17 +111,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         if isinstance(default, list):
             default = " ".join(map(str, default)) or "none"
         return f"{text} (default: {default})"
-
-
-# ------------------------------------------------------------------ flag types
-
-
-def _optimizer_names():
-    try:
-        from ..optim import OPTIMIZERS
-    except ImportError:
-        return _FALLBACK_OPTIMIZERS
-    return tuple(OPTIMIZERS)
 
 
 # ------------------------------------------------------------------ parser
@@ -242,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "for MNIST)")
 
     g = t.add_argument_group("training")
-    g.add_argument("--optimizer", choices=_optimizer_names(), default="sgd", help="update rule")
+    g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="update rule")
     g.add_argument("--lr", type=argtypes.positive_float, default=None,
                    help="learning rate (default: per dataset, 0.1 for MNIST)")
     g.add_argument("--batch-size", type=argtypes.batch_size, default=None, metavar="N|full",
@@ -447,34 +435,8 @@ def _default_out(dataset: str) -> Path:
     return out
 
 
-def _final_metrics(history, net, train_set, test_set):
-    """(train_acc, test_acc, train_loss, test_loss) of the final network."""
-    final = getattr(history, "final", None)
-    if callable(final):
-        final = final()
-    vals = {}
-    if isinstance(final, dict):
-        vals = {k: final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")}
-    if vals.get("train_acc") is None or (test_set is not None and vals.get("test_acc") is None):
-        vals["train_loss"], vals["train_acc"] = _evaluate(net, *train_set)
-        if test_set is not None:
-            vals["test_loss"], vals["test_acc"] = _evaluate(net, *test_set)
-    return vals
-
-
-def _evaluate(net, x, t, batch=10000):
-    n = x.shape[0]
-    loss = acc = 0.0
-    for s in range(0, n, batch):
-        xb, tb = x[s:s + batch], t[s:s + batch]
-        m = xb.shape[0]
-        loss += float(net.loss(xb, tb)) * m
-        acc += net.accuracy(xb, tb) * m
-    return loss / n, acc / n
-
-
 def _fmt(v, digits=4):
-    return "n/a" if v is None else f"{float(v):.{digits}f}"
+    return f"{float(v):.{digits}f}"
 
 
 def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
@@ -656,9 +618,7 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
     if not dist.is_root:
         return 0
 
-    meta = getattr(history, "meta", None)
-    if isinstance(meta, dict):
-        meta.setdefault("cli", cli_meta)
+    history.meta.setdefault("cli", cli_meta)
     history.save_json(out / "history.json")
     checkpoint.save(net, out / "model.npz")
     written = ["history.json", "model.npz"]
@@ -677,13 +637,14 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
         exc.xpnn_saved = f"{' and '.join(written)} were written to {out}"
         raise
 
-    iters_done = history.iteration[-1] if getattr(history, "iteration", None) else cfg["iters"]
-    m = _final_metrics(history, net, (x_tr, t_tr), (x_te, t_te))
+    # xpnn.train always evaluates at the last iteration, with accuracy (both TRAIN_LOSSES
+    # have it) and the test set, over all ranks' shards
+    m = history.final
     print(
-        f"{args.dataset}: {net.backend} {net.dtype_name}, {iters_done} iterations in "
-        f"{wall:.1f} s, train acc {_fmt(m.get('train_acc'))}, test acc "
-        f"{_fmt(m.get('test_acc'))} (loss {_fmt(m.get('train_loss'))} / "
-        f"{_fmt(m.get('test_loss'))}) -> {out}",
+        f"{args.dataset}: {net.backend} {net.dtype_name}, {m['iteration']} iterations in "
+        f"{wall:.1f} s, train acc {_fmt(m['train_acc'])}, test acc "
+        f"{_fmt(m['test_acc'])} (loss {_fmt(m['train_loss'])} / "
+        f"{_fmt(m['test_loss'])}) -> {out}",
         flush=True,
     )
     return 0
