@@ -84,6 +84,8 @@ _DATASET_SHAPES = {"mnist": (784, 60000, 10000), "fashion-mnist": (784, 60000, 1
 _SIGN_LANGUAGE_IMAGES = 2062  # all ten classes, before the train/test split
 SIGN_LANGUAGE_IMAGE_SIZE = 64
 TOY_NOISE = 0.2
+TOY_SAMPLES = {"moons": 200, "spirals": 300}  # --samples left out
+_TOY_CLASSES = {"moons": 2, "spirals": 3}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -201,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sign-language-digits: images are resized to SIZE x SIZE "
                         f"(default: {SIGN_LANGUAGE_IMAGE_SIZE})")
     g.add_argument("--samples", type=argtypes.positive_int, default=None,
-                   help="moons/spirals: number of points (default: moons 200, spirals 300); "
-                        "a test set of the same size is drawn with seed+1")
+                   help="moons/spirals: number of points (default: "
+                        + ", ".join(f"{k} {v}" for k, v in TOY_SAMPLES.items())
+                        + "); a test set of the same size is drawn with seed+1")
     g.add_argument("--noise", type=argtypes.nonneg_float, default=None,
                    help=f"moons/spirals: Gaussian noise std (default: {TOY_NOISE})")
 
@@ -362,6 +365,8 @@ def _resolve_train_config(args) -> dict:
         args.image_size = SIGN_LANGUAGE_IMAGE_SIZE
     if args.noise is None:
         args.noise = TOY_NOISE
+    if args.samples is None and args.dataset in TOY:
+        args.samples = TOY_SAMPLES[args.dataset]
     if args.h is not None and args.gradient != "numerical":
         raise CLIError("--h applies to --gradient numerical only")
     if args.classes is not None:
@@ -396,7 +401,8 @@ def _dataset_path(data_dir, folder: str):
 
 
 def _load_data(args, cfg, backend, device):
-    """-> (x_train, t_train), (x_test, t_test), n_classes, description."""
+    """-> (x_train, t_train), (x_test, t_test), for flags filled in by
+    ``_resolve_train_config``."""
     from ..data import datasets
 
     dtype = cfg["dtype"]
@@ -407,22 +413,17 @@ def _load_data(args, cfg, backend, device):
             path=_dataset_path(args.data_dir, name), download=not args.no_download,
             backend=backend, device=device, dtype=dtype,
         )
-        return train, test, 10
+        return train, test
     if name == "sign-language-digits":
         train, test = datasets.load_sign_language_digits(
             path=_dataset_path(args.data_dir, name), classes=args.classes, seed=args.seed,
             size=args.image_size, backend=backend, device=device, dtype=dtype,
         )
-        return train, test, (len(args.classes) if args.classes else 10)
-    n = args.samples or (200 if name == "moons" else 300)
-    if name == "moons":
-        make = datasets.make_moons
-        n_classes = 2
-    else:
-        make = datasets.make_spirals
-        n_classes = 3
-    kw = dict(n_samples=n, noise=args.noise, backend=backend, device=device, dtype=dtype)
-    return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw), n_classes
+        return train, test
+    make = datasets.make_moons if name == "moons" else datasets.make_spirals
+    kw = dict(n_samples=args.samples, noise=args.noise, backend=backend, device=device,
+              dtype=dtype)
+    return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw)
 
 
 def _default_out(dataset: str) -> Path:
@@ -439,7 +440,7 @@ def _fmt(v, digits=4):
     return f"{float(v):.{digits}f}"
 
 
-def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
+def _train_estimate(args, cfg, n_classes: int, n_out: int) -> budget.Estimate:
     """Memory estimate of the run from the flags alone (before loading anything)."""
     name = args.dataset
     if name in _DATASET_SHAPES:
@@ -447,15 +448,14 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
         data_flags = []  # fixed size
     elif name == "sign-language-digits":
         n_in = args.image_size ** 2
-        n_rows = _SIGN_LANGUAGE_IMAGES * (len(args.classes) if args.classes else 10) // 10
+        n_rows = _SIGN_LANGUAGE_IMAGES * n_classes // 10
         n_test = n_rows // 5  # the loader's default test_size=0.2
         n_train = n_rows - n_test
         data_flags = ["--image-size"]
     else:
-        n_in, n_train = 2, (args.samples or (200 if name == "moons" else 300))
+        n_in, n_train = 2, args.samples
         n_test = n_train
         data_flags = ["--samples"]
-    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     batch = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
     width_flags = ["--hidden"] + (["--image-size"] if name == "sign-language-digits" else [])
     if batch <= budget.EVAL_CHUNK:
@@ -473,9 +473,10 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
 
 
 def _n_classes(args) -> int:
+    """Classes of --dataset (sign-language-digits: those kept by --classes)."""
     if args.dataset == "sign-language-digits":
         return len(args.classes) if args.classes else 10
-    return {"moons": 2, "spirals": 3}.get(args.dataset, 10)
+    return _TOY_CLASSES.get(args.dataset, 10)
 
 
 def _trainer_log(args, warned_float32: bool):
@@ -548,7 +549,8 @@ def _train_as(args, dist) -> int:
             f"classes" + (" (pick two with --classes A B)"
                           if args.dataset == "sign-language-digits" else "")
         )
-    estimate = _train_estimate(args, cfg, n_classes)
+    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
+    estimate = _train_estimate(args, cfg, n_classes, n_out)
     budget.check(estimate)
     args.memory_hint = estimate.hint()
 
@@ -556,21 +558,20 @@ def _train_as(args, dist) -> int:
     if dist.is_root:
         out.prepare()
     try:
-        return _run_training(args, cfg, out, dist)
+        return _run_training(args, cfg, n_out, out, dist)
     except BaseException:
         if dist.is_root:
             out.discard()  # only while empty: an error before anything was written
         raise
 
 
-def _run_training(args, cfg, out: OutputFolder, dist) -> int:
+def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     if args.gradient == "numerical" and cfg["dtype_defaulted"]:
         _say(args, FLOAT64_NOTE)
-    (x_tr, t_tr), (x_te, t_te), n_classes = _load_data(args, cfg, args.backend, args.device)
+    (x_tr, t_tr), (x_te, t_te) = _load_data(args, cfg, args.backend, args.device)
     x_all, t_all = x_tr, t_tr  # for the decision-boundary plot
     x_tr, t_tr = dist.shard(x_tr, t_tr)  # data-parallel: this rank's rows (else all)
     x_te, t_te = dist.shard(x_te, t_te)
-    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
     net = MLP(
         sizes, activation=cfg["activation"], loss=args.loss, weight_init=cfg["weight_init"],
