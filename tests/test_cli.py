@@ -83,6 +83,17 @@ def test_subcommand_help_is_complete(capsys, command):
         assert "10000" in out and "784-50-10" in out
 
 
+def test_help_names_every_backend(capsys):
+    parser = build_parser()
+    for command in ("train", "gradcheck"):
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        backend = next(a for a in sub._actions if "--backend" in a.option_strings)
+        for name in xpnn.BACKENDS:
+            assert name in backend.help, (command, name)
+    assert "JAX" in parser.description and "NumPy" in parser.description
+    assert parser.description.count(",") == len(xpnn.BACKENDS) - 1
+
+
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0 and xpnn.__version__ in out

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import BACKENDS
 from ..io import checkpoint
 from ..nn.mlp import MLP
 from ..optim import OPTIMIZERS, make_optimizer
@@ -84,6 +85,9 @@ _DATASET_SHAPES = {"mnist": (784, 60000, 10000), "fashion-mnist": (784, 60000, 1
 _SIGN_LANGUAGE_IMAGES = 2062  # all ten classes, before the train/test split
 SIGN_LANGUAGE_IMAGE_SIZE = 64
 TOY_NOISE = 0.2
+#: how the parser's description names the BACKENDS (a name missing here is shown as is)
+_BACKEND_TITLES = {"numpy": "NumPy", "array_api_strict": "array-api-strict",
+                   "torch": "PyTorch", "cupy": "CuPy", "jax": "JAX"}
 TOY_SAMPLES = {"moons": 200, "spirals": 300}  # --samples left out
 _TOY_CLASSES = {"moons": 2, "spirals": 3}
 
@@ -136,7 +140,7 @@ _LIMITS = (
 
 def _add_backend_flags(p, dtype_help: str):
     p.add_argument("--backend", default=None,
-                   help="array backend: numpy, torch, cupy or array_api_strict "
+                   help=f"array backend: {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]} "
                         "(default: $XPNN_BACKEND, else numpy)")
     p.add_argument("--device", default=None,
                    help="device of the backend, e.g. cpu, cuda, cuda:1 (default: the "
@@ -160,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="xpnn",
         formatter_class=_Formatter,
-        description="Train and check the from-scratch MLP on any array-API backend\n"
-                    "(NumPy, PyTorch, CuPy, array-api-strict).",
+        description="Train and check the from-scratch MLP on any array-API backend\n("
+                    + ", ".join(_BACKEND_TITLES.get(b, b) for b in BACKENDS) + ").",
         epilog="examples:\n"
                "  xpnn train                                 # TwoLayerNet on MNIST (the book)\n"
                "  xpnn train --dataset moons --hidden 5      # decision boundary in runs/\n"
