@@ -294,6 +294,18 @@ def test_xpnn_debug_shows_the_traceback(capsys, tmp_path, monkeypatch):
         main(["train", "--dataset", "moons", "--backend", "nope", "--out", str(tmp_path)])
 
 
+@pytest.mark.parametrize("flags", [["--workers", "2"], ["--scheduler", "tcp://h:1"],
+                                   ["--workers", "2", "--compile"]])
+def test_dist_flag_combinations_are_one_line_even_with_xpnn_debug(capsys, tmp_path,
+                                                                  monkeypatch, flags):
+    monkeypatch.setenv("XPNN_DEBUG", "1")
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", *flags,
+                           "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err)
+    assert flags[0] in err and "--gradient numerical" in err
+    assert not (tmp_path / "o").exists()
+
+
 # -- gradcheck ----------------------------------------------------------------------------
 
 
