@@ -335,6 +335,13 @@ def test_gradcheck_failure_exits_1(capsys):
     assert "FAIL" in out
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "x"])
+def test_gradcheck_bad_atol_is_a_one_line_argparse_error(capsys, value):
+    code, out, err = run_cli(capsys, "gradcheck", "--atol", value)
+    assert_one_line_error(code, err)
+    assert "argument --atol" in err and out == ""
+
+
 # -- real data (XPNN_DATA_DIR) ------------------------------------------------------------
 
 
@@ -730,6 +737,8 @@ def test_flag_terms_rewrites_keywords_only():
         "eval_batch_size must be a positive integer"  # not a flag: left alone
     assert in_flag_terms("compile=True needs gradient='backprop'") == \
         "--compile needs --gradient backprop"
+    assert in_flag_terms("atol must be >= 0 and finite, got -1.0") == \
+        "--atol must be >= 0 and finite, got -1.0"
     assert in_flag_terms("downloaded from https://x/y.gz") == "downloaded from https://x/y.gz"
 
 

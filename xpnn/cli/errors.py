@@ -53,6 +53,7 @@ _KEYWORD_TO_FLAG = [
     (r"\bweight_decay\b", "--weight-decay"),
     (r"\bweight_init\b", "--weight-init"),
     (r"^h must", "--h must"),
+    (r"^atol must", "--atol must"),
     (r"\bh \(the finite-difference step\)", "--h (the finite-difference step)"),
 ]
 _KEYWORD_TO_FLAG = [(re.compile(p), r) for p, r in _KEYWORD_TO_FLAG]

@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=argtypes.positive_float, default=None,
                    help="largest max relative error that passes (default: 1e-7 in float64, "
                         "5e-2 in float32)")
-    c.add_argument("--atol", type=float, default=None,
+    c.add_argument("--atol", type=argtypes.nonneg_float, default=None,
                    help="absolute error that passes whatever the relative error, for "
                         "elements whose gradient is near zero (default: 10*eps*max(1,|loss|)/h, "
                         "ten times the central difference's rounding noise; 0 turns it off)")
