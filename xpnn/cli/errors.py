@@ -19,8 +19,10 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE), e.g. `| head -1`
 
 
-class CLIError(Exception):
-    """A bad flag value or combination found after parsing: exit code 2."""
+class CLIError(ValueError):
+    """A bad flag value or combination found after parsing: exit code 2, one line even
+    with XPNN_DEBUG=1. A ValueError, so that code calling helpers such as
+    ``xpnn.dist.cli.dist_setup`` directly can catch it as one."""
 
 
 #: library wording -> flag wording, applied in order (first the longer patterns)
@@ -51,6 +53,7 @@ _KEYWORD_TO_FLAG = [
     (r"\bweight_decay\b", "--weight-decay"),
     (r"\bweight_init\b", "--weight-init"),
     (r"^h must", "--h must"),
+    (r"^atol must", "--atol must"),
     (r"\bh \(the finite-difference step\)", "--h (the finite-difference step)"),
 ]
 _KEYWORD_TO_FLAG = [(re.compile(p), r) for p, r in _KEYWORD_TO_FLAG]

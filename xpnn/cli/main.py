@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
-import math
 import os
 import sys
 import time
@@ -24,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import BACKENDS
 from ..io import checkpoint
 from ..nn.mlp import MLP
-from ..optim import make_optimizer
+from ..optim import OPTIMIZERS, make_optimizer
 from ..training import TrainingDivergedError, train
-from . import budget
+from . import argtypes, budget
+from .argtypes import ACTIVATION_NAMES
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -43,8 +43,6 @@ DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals"
 TOY = ("moons", "spirals")
 TRAIN_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy")
 ALL_LOSSES = ("softmax_cross_entropy", "binary_cross_entropy", "mse")
-ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "elu", "identity")
-_FALLBACK_OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 
 #: per-dataset defaults for the flags left out. MNIST's are the book's TwoLayerNet;
 #: moons is the "neural network from scratch" post (lr 0.01 and reg 0.01 on summed
@@ -87,6 +85,11 @@ _DATASET_SHAPES = {"mnist": (784, 60000, 10000), "fashion-mnist": (784, 60000, 1
 _SIGN_LANGUAGE_IMAGES = 2062  # all ten classes, before the train/test split
 SIGN_LANGUAGE_IMAGE_SIZE = 64
 TOY_NOISE = 0.2
+#: how the parser's description names the BACKENDS (a name missing here is shown as is)
+_BACKEND_TITLES = {"numpy": "NumPy", "array_api_strict": "array-api-strict",
+                   "torch": "PyTorch", "cupy": "CuPy", "jax": "JAX"}
+TOY_SAMPLES = {"moons": 200, "spirals": 300}  # --samples left out
+_TOY_CLASSES = {"moons": 2, "spirals": 3}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -116,90 +119,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {default})"
 
 
-# ------------------------------------------------------------------ flag types
-
-
-def _int_at_least(minimum: int, what: str):
-    """An argparse type: an integer >= ``minimum``, called ``what`` in its messages."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "a positive integer")
-_nonneg_int = _int_at_least(0, "an integer >= 0")
-_positive_int_or_full = _int_at_least(1, "a positive integer or 'full'")
-
-
-def _float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _weight_init(text: str):
-    if text.strip().lower() in ("xavier", "he"):
-        return text.strip().lower()
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive std (e.g. 0.01), 'xavier' or 'he', got {text!r}"
-        ) from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"the std must be positive and finite, got {text!r}")
-    return value
-
-
-def _batch_size(text: str):
-    if text.strip().lower() == "full":
-        return "full"
-    return _positive_int_or_full(text)
-
-
-def _activation(text: str) -> str:
-    name = text.strip().lower()
-    if name not in ACTIVATION_NAMES:
-        raise argparse.ArgumentTypeError(
-            f"unknown activation {text!r} (choose from {', '.join(ACTIVATION_NAMES)})"
-        )
-    return name
-
-
-def _optimizer_names():
-    try:
-        from ..optim import OPTIMIZERS
-    except ImportError:
-        return _FALLBACK_OPTIMIZERS
-    return tuple(OPTIMIZERS)
-
-
 # ------------------------------------------------------------------ parser
 
 
@@ -221,7 +140,7 @@ _LIMITS = (
 
 def _add_backend_flags(p, dtype_help: str):
     p.add_argument("--backend", default=None,
-                   help="array backend: numpy, torch, cupy or array_api_strict "
+                   help=f"array backend: {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]} "
                         "(default: $XPNN_BACKEND, else numpy)")
     p.add_argument("--device", default=None,
                    help="device of the backend, e.g. cpu, cuda, cuda:1 (default: the "
@@ -245,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="xpnn",
         formatter_class=_Formatter,
-        description="Train and check the from-scratch MLP on any array-API backend\n"
-                    "(NumPy, PyTorch, CuPy, array-api-strict).",
+        description="Train and check the from-scratch MLP on any array-API backend\n("
+                    + ", ".join(_BACKEND_TITLES.get(b, b) for b in BACKENDS) + ").",
         epilog="examples:\n"
                "  xpnn train                                 # TwoLayerNet on MNIST (the book)\n"
                "  xpnn train --dataset moons --hidden 5      # decision boundary in runs/\n"
@@ -281,64 +200,67 @@ def build_parser() -> argparse.ArgumentParser:
                         "cache ~/.cache/xpnn)")
     g.add_argument("--no-download", action="store_true",
                    help="fail instead of downloading missing MNIST/Fashion-MNIST files")
-    g.add_argument("--classes", type=_nonneg_int, nargs="+", default=None, metavar="K",
+    g.add_argument("--classes", type=argtypes.nonneg_int, nargs="+", default=None, metavar="K",
                    help="sign-language-digits: the digits to keep, relabelled 0..k-1 in "
                         "this order, e.g. --classes 0 1 (default: all ten)")
-    g.add_argument("--image-size", type=_positive_int, default=None, metavar="SIZE",
+    g.add_argument("--image-size", type=argtypes.positive_int, default=None, metavar="SIZE",
                    help="sign-language-digits: images are resized to SIZE x SIZE "
                         f"(default: {SIGN_LANGUAGE_IMAGE_SIZE})")
-    g.add_argument("--samples", type=_positive_int, default=None,
-                   help="moons/spirals: number of points (default: moons 200, spirals 300); "
-                        "a test set of the same size is drawn with seed+1")
-    g.add_argument("--noise", type=_nonneg_float, default=None,
+    g.add_argument("--samples", type=argtypes.positive_int, default=None,
+                   help="moons/spirals: number of points (default: "
+                        + ", ".join(f"{k} {v}" for k, v in TOY_SAMPLES.items())
+                        + "); a test set of the same size is drawn with seed+1")
+    g.add_argument("--noise", type=argtypes.nonneg_float, default=None,
                    help=f"moons/spirals: Gaussian noise std (default: {TOY_NOISE})")
 
     g = t.add_argument_group("network")
     h = g.add_mutually_exclusive_group()
-    h.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="WIDTH",
+    h.add_argument("--hidden", type=argtypes.positive_int, nargs="+", default=None, metavar="WIDTH",
                    help="hidden layer widths, e.g. --hidden 150 150 150 (default: per "
                         "dataset, 50 for MNIST)")
     h.add_argument("--no-hidden", action="store_true",
                    help="no hidden layer: logistic/softmax regression")
-    g.add_argument("--activation", type=_activation, nargs="+", default=None, metavar="NAME",
+    g.add_argument("--activation", type=argtypes.activation, nargs="+", default=None,
+                   metavar="NAME",
                    help="one activation for all hidden layers or one per hidden layer: "
                         f"{', '.join(ACTIVATION_NAMES)} (default: per dataset, sigmoid for "
                         "MNIST)")
     g.add_argument("--loss", choices=TRAIN_LOSSES, default="softmax_cross_entropy",
                    help="binary_cross_entropy needs a 2-class task and gives the last "
                         "layer 1 unit")
-    g.add_argument("--weight-init", type=_weight_init, default=None, metavar="STD|xavier|he",
+    g.add_argument("--weight-init", type=argtypes.weight_init, default=None,
+                   metavar="STD|xavier|he",
                    help="std of the initial Gaussian weights, or xavier (sqrt(1/n_in)) or "
                         "he (sqrt(2/n_in)) (default: per dataset, 0.01 for MNIST)")
-    g.add_argument("--weight-decay", type=_nonneg_float, default=None,
+    g.add_argument("--weight-decay", type=argtypes.nonneg_float, default=None,
                    help="L2 penalty 0.5*wd*sum(W^2) on the weights (default: per dataset, 0 "
                         "for MNIST)")
 
     g = t.add_argument_group("training")
-    g.add_argument("--optimizer", choices=_optimizer_names(), default="sgd", help="update rule")
-    g.add_argument("--lr", type=_positive_float, default=None,
+    g.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="update rule")
+    g.add_argument("--lr", type=argtypes.positive_float, default=None,
                    help="learning rate (default: per dataset, 0.1 for MNIST)")
-    g.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|full",
+    g.add_argument("--batch-size", type=argtypes.batch_size, default=None, metavar="N|full",
                    help="minibatch size, or 'full' for full-batch gradient descent "
                         "(default: per dataset, 100 for MNIST)")
     it = g.add_mutually_exclusive_group()
-    it.add_argument("--iters", type=_positive_int, default=None,
+    it.add_argument("--iters", type=argtypes.positive_int, default=None,
                     help="number of updates (default: per dataset, 10000 for MNIST)")
-    it.add_argument("--epochs", type=_positive_int, default=None,
+    it.add_argument("--epochs", type=argtypes.positive_int, default=None,
                     help="number of passes over the training set, instead of --iters")
     g.add_argument("--gradient", choices=("backprop", "numerical"), default="backprop",
                    help="how gradients are computed; numerical = central differences "
                         "(slow: the book's 17-hour run)")
-    g.add_argument("--h", type=_positive_float, default=None,
+    g.add_argument("--h", type=argtypes.positive_float, default=None,
                    help="step of the central differences (default: 1e-5 in float64, 5e-3 "
                         "in float32)")
-    g.add_argument("--seed", type=_nonneg_int, default=0,
+    g.add_argument("--seed", type=argtypes.nonneg_int, default=0,
                    help="seed (>= 0) of the initial weights, the batch order, the toy data "
                         "and the sign-language train/test split")
     g.add_argument("--compile", action="store_true",
                    help="compile the training step with the backend's compiler "
-                        "(xpnn.train(compile=True)); needs an xpnn.train that has it")
-    g.add_argument("--eval-every", type=_positive_int, default=None, metavar="ITERS",
+                        "(xpnn.train(compile=True))")
+    g.add_argument("--eval-every", type=argtypes.positive_int, default=None, metavar="ITERS",
                    help="evaluate train/test loss and accuracy every ITERS iterations "
                         "(default: the trainer's: once per epoch; full-batch runs: 100 "
                         "evaluations in all)")
@@ -365,27 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "with central differences, parameter by parameter.\n"
                     "Exit code 0 when every parameter passes, 1 otherwise.",
     )
-    c.add_argument("--hidden", type=_positive_int, nargs="*", default=[10], metavar="WIDTH",
+    c.add_argument("--hidden", type=argtypes.positive_int, nargs="*", default=[10], metavar="WIDTH",
                    help="hidden layer widths (give none for no hidden layer)")
-    c.add_argument("--inputs", type=_positive_int, default=4, help="input features")
-    c.add_argument("--classes", type=_positive_int, default=3,
+    c.add_argument("--inputs", type=argtypes.positive_int, default=4, help="input features")
+    c.add_argument("--classes", type=argtypes.positive_int, default=3,
                    help="outputs (classes) for softmax_cross_entropy and mse; "
                         "binary_cross_entropy always has 1")
-    c.add_argument("--activation", type=_activation, nargs="+", default=["sigmoid"],
+    c.add_argument("--activation", type=argtypes.activation, nargs="+", default=["sigmoid"],
                    metavar="NAME", help="one activation, or one per hidden layer")
     c.add_argument("--loss", choices=ALL_LOSSES, default="softmax_cross_entropy",
                    help="output loss")
-    c.add_argument("--weight-init", type=_weight_init, default="xavier",
+    c.add_argument("--weight-init", type=argtypes.weight_init, default="xavier",
                    metavar="STD|xavier|he", help="initial weights")
-    c.add_argument("--weight-decay", type=_nonneg_float, default=0.0, help="L2 penalty")
-    c.add_argument("--batch", type=_positive_int, default=8, help="rows of random data")
-    c.add_argument("--seed", type=_nonneg_int, default=0, help="seed (>= 0) of weights and data")
-    c.add_argument("--h", type=_positive_float, default=None,
+    c.add_argument("--weight-decay", type=argtypes.nonneg_float, default=0.0, help="L2 penalty")
+    c.add_argument("--batch", type=argtypes.positive_int, default=8, help="rows of random data")
+    c.add_argument("--seed", type=argtypes.nonneg_int, default=0,
+                   help="seed (>= 0) of weights and data")
+    c.add_argument("--h", type=argtypes.positive_float, default=None,
                    help="central-difference step (default: 1e-5 in float64, 5e-3 in float32)")
-    c.add_argument("--threshold", type=_positive_float, default=None,
+    c.add_argument("--threshold", type=argtypes.positive_float, default=None,
                    help="largest max relative error that passes (default: 1e-7 in float64, "
                         "5e-2 in float32)")
-    c.add_argument("--atol", type=float, default=None,
+    c.add_argument("--atol", type=argtypes.nonneg_float, default=None,
                    help="absolute error that passes whatever the relative error, for "
                         "elements whose gradient is near zero (default: 10*eps*max(1,|loss|)/h, "
                         "ten times the central difference's rounding noise; 0 turns it off)")
@@ -446,6 +369,8 @@ def _resolve_train_config(args) -> dict:
         args.image_size = SIGN_LANGUAGE_IMAGE_SIZE
     if args.noise is None:
         args.noise = TOY_NOISE
+    if args.samples is None and args.dataset in TOY:
+        args.samples = TOY_SAMPLES[args.dataset]
     if args.h is not None and args.gradient != "numerical":
         raise CLIError("--h applies to --gradient numerical only")
     if args.classes is not None:
@@ -453,9 +378,6 @@ def _resolve_train_config(args) -> dict:
     if args.compile and args.gradient != "backprop":
         raise CLIError("--compile compiles the backprop step; it does not apply to "
                        "--gradient numerical")
-    if args.compile and not _train_accepts("compile"):
-        raise CLIError("--compile needs an xpnn.train that accepts compile=True; this "
-                       "version's does not")
     return cfg
 
 
@@ -472,13 +394,6 @@ def _check_sign_language_classes(classes) -> None:
         raise CLIError(f"--classes takes digits 0..9, got {' '.join(map(str, bad))}")
 
 
-def _train_accepts(keyword: str) -> bool:
-    try:
-        return keyword in inspect.signature(train).parameters
-    except (TypeError, ValueError):  # not introspectable: let the call decide
-        return True
-
-
 def _dataset_path(data_dir, folder: str):
     """--data-dir may be the root (holding mnist/ ...) or the dataset's own folder."""
     if data_dir is None:
@@ -490,7 +405,8 @@ def _dataset_path(data_dir, folder: str):
 
 
 def _load_data(args, cfg, backend, device):
-    """-> (x_train, t_train), (x_test, t_test), n_classes, description."""
+    """-> (x_train, t_train), (x_test, t_test), for flags filled in by
+    ``_resolve_train_config``."""
     from ..data import datasets
 
     dtype = cfg["dtype"]
@@ -501,22 +417,17 @@ def _load_data(args, cfg, backend, device):
             path=_dataset_path(args.data_dir, name), download=not args.no_download,
             backend=backend, device=device, dtype=dtype,
         )
-        return train, test, 10
+        return train, test
     if name == "sign-language-digits":
         train, test = datasets.load_sign_language_digits(
             path=_dataset_path(args.data_dir, name), classes=args.classes, seed=args.seed,
             size=args.image_size, backend=backend, device=device, dtype=dtype,
         )
-        return train, test, (len(args.classes) if args.classes else 10)
-    n = args.samples or (200 if name == "moons" else 300)
-    if name == "moons":
-        make = datasets.make_moons
-        n_classes = 2
-    else:
-        make = datasets.make_spirals
-        n_classes = 3
-    kw = dict(n_samples=n, noise=args.noise, backend=backend, device=device, dtype=dtype)
-    return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw), n_classes
+        return train, test
+    make = datasets.make_moons if name == "moons" else datasets.make_spirals
+    kw = dict(n_samples=args.samples, noise=args.noise, backend=backend, device=device,
+              dtype=dtype)
+    return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw)
 
 
 def _default_out(dataset: str) -> Path:
@@ -529,37 +440,11 @@ def _default_out(dataset: str) -> Path:
     return out
 
 
-def _final_metrics(history, net, train_set, test_set):
-    """(train_acc, test_acc, train_loss, test_loss) of the final network."""
-    final = getattr(history, "final", None)
-    if callable(final):
-        final = final()
-    vals = {}
-    if isinstance(final, dict):
-        vals = {k: final.get(k) for k in ("train_acc", "test_acc", "train_loss", "test_loss")}
-    if vals.get("train_acc") is None or (test_set is not None and vals.get("test_acc") is None):
-        vals["train_loss"], vals["train_acc"] = _evaluate(net, *train_set)
-        if test_set is not None:
-            vals["test_loss"], vals["test_acc"] = _evaluate(net, *test_set)
-    return vals
-
-
-def _evaluate(net, x, t, batch=10000):
-    n = x.shape[0]
-    loss = acc = 0.0
-    for s in range(0, n, batch):
-        xb, tb = x[s:s + batch], t[s:s + batch]
-        m = xb.shape[0]
-        loss += float(net.loss(xb, tb)) * m
-        acc += net.accuracy(xb, tb) * m
-    return loss / n, acc / n
-
-
 def _fmt(v, digits=4):
-    return "n/a" if v is None else f"{float(v):.{digits}f}"
+    return f"{float(v):.{digits}f}"
 
 
-def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
+def _train_estimate(args, cfg, n_classes: int, n_out: int) -> budget.Estimate:
     """Memory estimate of the run from the flags alone (before loading anything)."""
     name = args.dataset
     if name in _DATASET_SHAPES:
@@ -567,15 +452,14 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
         data_flags = []  # fixed size
     elif name == "sign-language-digits":
         n_in = args.image_size ** 2
-        n_rows = _SIGN_LANGUAGE_IMAGES * (len(args.classes) if args.classes else 10) // 10
+        n_rows = _SIGN_LANGUAGE_IMAGES * n_classes // 10
         n_test = n_rows // 5  # the loader's default test_size=0.2
         n_train = n_rows - n_test
         data_flags = ["--image-size"]
     else:
-        n_in, n_train = 2, (args.samples or (200 if name == "moons" else 300))
+        n_in, n_train = 2, args.samples
         n_test = n_train
         data_flags = ["--samples"]
-    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     batch = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
     width_flags = ["--hidden"] + (["--image-size"] if name == "sign-language-digits" else [])
     if batch <= budget.EVAL_CHUNK:
@@ -593,9 +477,10 @@ def _train_estimate(args, cfg, n_classes: int) -> budget.Estimate:
 
 
 def _n_classes(args) -> int:
+    """Classes of --dataset (sign-language-digits: those kept by --classes)."""
     if args.dataset == "sign-language-digits":
         return len(args.classes) if args.classes else 10
-    return {"moons": 2, "spirals": 3}.get(args.dataset, 10)
+    return _TOY_CLASSES.get(args.dataset, 10)
 
 
 def _trainer_log(args, warned_float32: bool):
@@ -668,7 +553,8 @@ def _train_as(args, dist) -> int:
             f"classes" + (" (pick two with --classes A B)"
                           if args.dataset == "sign-language-digits" else "")
         )
-    estimate = _train_estimate(args, cfg, n_classes)
+    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
+    estimate = _train_estimate(args, cfg, n_classes, n_out)
     budget.check(estimate)
     args.memory_hint = estimate.hint()
 
@@ -676,21 +562,20 @@ def _train_as(args, dist) -> int:
     if dist.is_root:
         out.prepare()
     try:
-        return _run_training(args, cfg, out, dist)
+        return _run_training(args, cfg, n_out, out, dist)
     except BaseException:
         if dist.is_root:
             out.discard()  # only while empty: an error before anything was written
         raise
 
 
-def _run_training(args, cfg, out: OutputFolder, dist) -> int:
+def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     if args.gradient == "numerical" and cfg["dtype_defaulted"]:
         _say(args, FLOAT64_NOTE)
-    (x_tr, t_tr), (x_te, t_te), n_classes = _load_data(args, cfg, args.backend, args.device)
+    (x_tr, t_tr), (x_te, t_te) = _load_data(args, cfg, args.backend, args.device)
     x_all, t_all = x_tr, t_tr  # for the decision-boundary plot
     x_tr, t_tr = dist.shard(x_tr, t_tr)  # data-parallel: this rank's rows (else all)
     x_te, t_te = dist.shard(x_te, t_te)
-    n_out = 1 if args.loss == "binary_cross_entropy" else n_classes
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
     net = MLP(
         sizes, activation=cfg["activation"], loss=args.loss, weight_init=cfg["weight_init"],
@@ -720,7 +605,6 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
         "argv": args.argv, "dataset": args.dataset, "sizes": sizes,
         **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
     }
-    options = {"compile": True} if args.compile else {}
     start = time.perf_counter()
     try:
         history = train(
@@ -728,7 +612,7 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
             batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
             gradient=args.gradient, eval_every=eval_every, seed=args.seed,
             progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
-            comm=dist.comm, executor=dist.executor, **options,
+            compile=args.compile, comm=dist.comm, executor=dist.executor,
         )
     except BaseException as exc:
         note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
@@ -739,9 +623,7 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
     if not dist.is_root:
         return 0
 
-    meta = getattr(history, "meta", None)
-    if isinstance(meta, dict):
-        meta.setdefault("cli", cli_meta)
+    history.meta.setdefault("cli", cli_meta)
     history.save_json(out / "history.json")
     checkpoint.save(net, out / "model.npz")
     written = ["history.json", "model.npz"]
@@ -760,13 +642,14 @@ def _run_training(args, cfg, out: OutputFolder, dist) -> int:
         exc.xpnn_saved = f"{' and '.join(written)} were written to {out}"
         raise
 
-    iters_done = history.iteration[-1] if getattr(history, "iteration", None) else cfg["iters"]
-    m = _final_metrics(history, net, (x_tr, t_tr), (x_te, t_te))
+    # xpnn.train always evaluates at the last iteration, with accuracy (both TRAIN_LOSSES
+    # have it) and the test set, over all ranks' shards
+    m = history.final
     print(
-        f"{args.dataset}: {net.backend} {net.dtype_name}, {iters_done} iterations in "
-        f"{wall:.1f} s, train acc {_fmt(m.get('train_acc'))}, test acc "
-        f"{_fmt(m.get('test_acc'))} (loss {_fmt(m.get('train_loss'))} / "
-        f"{_fmt(m.get('test_loss'))}) -> {out}",
+        f"{args.dataset}: {net.backend} {net.dtype_name}, {m['iteration']} iterations in "
+        f"{wall:.1f} s, train acc {_fmt(m['train_acc'])}, test acc "
+        f"{_fmt(m['test_acc'])} (loss {_fmt(m['train_loss'])} / "
+        f"{_fmt(m['test_loss'])}) -> {out}",
         flush=True,
     )
     return 0

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ..cli.main import _positive_int
+from ..cli.argtypes import positive_int
+from ..cli.errors import CLIError
 from .comm import shard
 from .mpi import mpi_world_size
 
@@ -30,7 +31,7 @@ def add_dist_flags(parser) -> None:
         "mpiexec -n K) training split over K MPI ranks",
     )
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    where.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="compute --gradient numerical on N local worker processes")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="compute --gradient numerical on the Dask cluster at ADDRESS, "
@@ -67,18 +68,19 @@ def _check(args, gradient: str, ranks: int) -> None:
     split = getattr(args, "mpi_split", "data")
     if (workers is not None or scheduler is not None) and gradient != "numerical":
         flag = "--workers" if workers is not None else "--scheduler"
-        raise ValueError(f"{flag} parallelises numerical gradients: add --gradient numerical")
+        raise CLIError(f"{flag} parallelises numerical gradients: add --gradient numerical")
     if ranks > 1 and (workers is not None or scheduler is not None):
-        raise ValueError("under mpiexec the ranks are the workers: drop --workers/--scheduler")
+        raise CLIError("under mpiexec the ranks are the workers: drop --workers/--scheduler")
     if split == "parameters" and ranks > 1 and gradient != "numerical":
-        raise ValueError("--mpi-split parameters splits numerical gradients: add "
-                         "--gradient numerical (or use --mpi-split data)")
+        raise CLIError("--mpi-split parameters splits numerical gradients: add "
+                       "--gradient numerical (or use --mpi-split data)")
 
 
 @contextlib.contextmanager
 def dist_setup(args, gradient: str = "backprop"):
     """Turn parsed flags into a ``DistSetup``; closes worker pools on exit. Raises
-    ValueError naming the flag for bad combinations (before starting anything)."""
+    ``CLIError`` (a ValueError; the command line's one-line flag error) naming the flag
+    for bad combinations, before starting anything."""
     ranks = mpi_world_size()
     _check(args, gradient, ranks)
     workers, scheduler = getattr(args, "workers", None), getattr(args, "scheduler", None)
