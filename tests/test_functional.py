@@ -63,6 +63,23 @@ def test_value_and_gradient_matches_loss_and_gradient(backend):
         np.testing.assert_allclose(g, ref[k], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("loss,sizes", [("softmax_cross_entropy", SIZES),
+                                         ("binary_cross_entropy", [4, 6, 1]),
+                                         ("mse", [4, 6, 2])])
+def test_loss_and_accuracy_is_loss_and_accuracy_from_one_pass(backend, loss, sizes):
+    net, x, t = problem(backend, sizes, loss=loss, weight_decay=0.05, dtype="float32")
+    T = net.prepare_targets(t)
+    value, acc = F.loss_and_accuracy(net.arch, net.params, x, T)
+    assert float(value) == float(F.loss(net.arch, net.params, x, T))  # exactly
+    if loss == "mse":
+        assert acc is None
+    else:
+        assert float(acc) == float(F.accuracy(net.arch, net.params, x, T))
+    other = {k: v * 0.5 for k, v in net.params.items()}
+    value, _ = net.loss_and_accuracy_prepared(x, T, params=other)
+    assert float(value) == float(net.loss_prepared(x, T, params=other))
+
+
 def test_params_argument_is_used_not_net_params(backend):
     net, x, t = problem(backend, SIZES)
     T = net.prepare_targets(t)

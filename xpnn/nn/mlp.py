@@ -336,6 +336,10 @@ class MLP:
     def accuracy_prepared(self, x, T, params=None):
         return F.accuracy(self.arch, self.params if params is None else params, x, T)
 
+    def loss_and_accuracy_prepared(self, x, T, params=None):
+        """(loss, accuracy or None) of one forward pass (``F.loss_and_accuracy``)."""
+        return F.loss_and_accuracy(self.arch, self.params if params is None else params, x, T)
+
     def gradient_prepared(self, x, T, params=None) -> dict:
         return F.gradient(self.arch, self.params if params is None else params, x, T)
 

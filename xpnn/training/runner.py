@@ -193,18 +193,20 @@ def _check_lr(optimizer) -> float:
     return float(lr)
 
 
-def _metrics(net, x, T, chunk: int, comm=None):
+def _metrics(net, x, T, chunk: int, comm=None, params=None):
     """Loss and accuracy (None for 'mse') over the whole set (summed over the ranks of
-    ``comm``), in chunks of ``chunk`` rows; reading them synchronises with the device."""
+    ``comm``), in chunks of ``chunk`` rows, at ``params`` (default the network's); one
+    forward pass per chunk; reading them synchronises with the device."""
     has_acc = net.loss_fn.has_accuracy
     n = x.shape[0]
     loss_sum = hits = 0.0
     for s in range(0, n, chunk):
         stop = min(n, s + chunk)
         xc, Tc = (x, T) if stop - s == n else (x[s:stop, :], T[s:stop, :])
-        loss_sum = loss_sum + (stop - s) * net.loss_prepared(xc, Tc)
+        loss, acc = net.loss_and_accuracy_prepared(xc, Tc, params)
+        loss_sum = loss_sum + (stop - s) * loss
         if has_acc:
-            hits = hits + (stop - s) * net.accuracy_prepared(xc, Tc)
+            hits = hits + (stop - s) * acc
     totals = [float(loss_sum), float(hits), float(n)]
     if comm is not None:
         totals = [float(v) for v in comm.allreduce_sum(totals)]
@@ -301,11 +303,8 @@ class Run:
 
     def data_loss(self, params: dict) -> float:
         """Training-set loss of other parameters (the network is left as it was)."""
-        saved, self.net.params = self.net.params, dict(params)
-        try:
-            return _metrics(self.net, self.x, self.T, self.eval_batch_size, self.comm)[0]
-        finally:
-            self.net.params = saved
+        return _metrics(self.net, self.x, self.T, self.eval_batch_size, self.comm,
+                        params=params)[0]
 
     def explain_loss(self, which: str) -> str:
         """Why a loss is not finite, when that can be told: outputs or weight decay."""
