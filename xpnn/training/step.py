@@ -100,11 +100,18 @@ def _book_transform(optimizer):
     """(init, update) around a book-style ``optimizer.update(params, grads)`` that keeps
     its own state: eager only (the state lives in the object, not in the step state)."""
 
+    last = (None, None)  # the state's lr array last read, and its value
+
     def init(params):
         return {}
 
     def update(grads, state, params, lr):
-        optimizer.lr = float(lr)
+        # float() of a device array waits for the device: read the rate only when the
+        # state holds a new lr array (never written into, see Step), not every step
+        nonlocal last
+        if lr is not last[0]:
+            last = (lr, float(lr))
+        optimizer.lr = last[1]
         new = dict(params)
         optimizer.update(new, grads)
         return new, state
