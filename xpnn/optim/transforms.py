@@ -58,6 +58,15 @@ def _check_real(value, what: str) -> float:
     return float(value)
 
 
+def _check_positive_int(value, what: str) -> int:
+    """An integer >= 1 (a count: iterations, batch rows, a schedule's period)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _check_lr(lr, allow_zero: bool = False) -> float:
     """A positive finite lr; with ``allow_zero`` also 0 (a schedule may anneal to 0)."""
     lr = _check_real(lr, "lr")
