@@ -286,13 +286,7 @@ class MLP:
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
         grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget, executor)
-        bad = [k for k, g in grads.items() if not bool(self.xp.all(self.xp.isfinite(g)))]
-        if bad:
-            raise ValueError(
-                f"the numerical gradient of {', '.join(bad)} is not finite: the loss "
-                f"overflows at the perturbed parameters (h={_numerical.check_h(self, h):g})"
-            )
-        return grads
+        return _numerical.check_finite(self.xp, grads, _numerical.check_h(self, h))
 
     # -- unchecked fast paths (inputs already validated by the caller) ---------------
 
