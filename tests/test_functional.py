@@ -63,6 +63,23 @@ def test_value_and_gradient_matches_loss_and_gradient(backend):
         np.testing.assert_allclose(g, ref[k], rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("loss,sizes", [("softmax_cross_entropy", SIZES),
+                                         ("binary_cross_entropy", [4, 6, 1]),
+                                         ("mse", [4, 6, 2])])
+def test_loss_and_accuracy_is_loss_and_accuracy_from_one_pass(backend, loss, sizes):
+    net, x, t = problem(backend, sizes, loss=loss, weight_decay=0.05, dtype="float32")
+    T = net.prepare_targets(t)
+    value, acc = F.loss_and_accuracy(net.arch, net.params, x, T)
+    assert float(value) == float(F.loss(net.arch, net.params, x, T))  # exactly
+    if loss == "mse":
+        assert acc is None
+    else:
+        assert float(acc) == float(F.accuracy(net.arch, net.params, x, T))
+    other = {k: v * 0.5 for k, v in net.params.items()}
+    value, _ = net.loss_and_accuracy_prepared(x, T, params=other)
+    assert float(value) == float(net.loss_prepared(x, T, params=other))
+
+
 def test_params_argument_is_used_not_net_params(backend):
     net, x, t = problem(backend, SIZES)
     T = net.prepare_targets(t)
@@ -166,8 +183,11 @@ def test_tiny_h_warns_in_numerical_gradient(backend):
 
 
 def _wrong_gradient(net, factor=1.01):
-    right = net.gradient
-    net.gradient = lambda x, t: {k: v * factor for k, v in right(x, t).items()}
+    """Make the backprop gradient (gradient_prepared, which net.gradient and
+    gradient_check call) off by ``factor``."""
+    right = net.gradient_prepared
+    net.gradient_prepared = lambda x, T, params=None: {
+        k: v * factor for k, v in right(x, T, params).items()}
 
 
 @pytest.mark.parametrize("h", [1e-300, 1e-20, 1e-9])
@@ -175,6 +195,28 @@ def test_gradcheck_refuses_h_below_sqrt_eps(backend, h):
     net, x, t = problem(backend, SIZES)
     with pytest.raises(ValueError, match="sqrt"):
         xpnn.gradient_check(net, x, t, h=h)
+
+
+@pytest.mark.parametrize("h", [np.float32(1e-12), np.float32(1e-9), np.float64(1e-12)])
+def test_gradcheck_refuses_numpy_scalar_h_below_sqrt_eps(h):
+    """A NumPy scalar that is not a Python float (np.float32) is refused too, not just
+    warned about."""
+    net, x, t = problem(("numpy", None), SIZES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="sqrt"):
+            xpnn.gradient_check(net, x, t, h=h)
+
+
+def test_gradcheck_validates_x_and_t_once(monkeypatch):
+    net, x, t = problem(("numpy", None), SIZES)
+    calls = []
+    for name in ("check_x", "prepare_targets"):
+        real = getattr(net, name)
+        monkeypatch.setattr(net, name, lambda *a, real=real, name=name: (
+            calls.append(name), real(*a))[1])
+    assert xpnn.gradient_check(net, x, t).passed
+    assert calls == ["check_x", "prepare_targets"]
 
 
 @pytest.mark.parametrize("h", [2e-8, 1e-7, 1e-5])

@@ -291,6 +291,34 @@ def test_bad_sizes(sizes, exc, text):
         xpnn.MLP(sizes)
 
 
+@pytest.mark.parametrize("field,value", [
+    ("sizes", [784]), ("sizes", [784, 0, 10]), ("sizes", [784, 2.5, 10]),
+    ("weight_init", -1.0), ("weight_init", "glorot"), ("weight_init", True),
+    ("weight_decay", -0.1), ("weight_decay", "a"),
+])
+def test_constructor_and_config_refuse_the_same_values(field, value):
+    """One set of checks (xpnn.nn.config): the constructor raises TypeError for a value
+    of the wrong type where a config read from a file raises ValueError."""
+    from xpnn.nn import config
+
+    kwargs = {"sizes": [4, 3], field: value}
+    with pytest.raises((TypeError, ValueError)) as made:
+        xpnn.MLP(kwargs.pop("sizes"), **kwargs)
+    cfg = {"format": config.FORMAT, "version": config.VERSION, "sizes": [4, 3],
+           "activations": [], "loss": "mse", "dtype": "float32", field: value}
+    with pytest.raises(ValueError) as read:
+        config.check_config(cfg)
+    assert str(made.value).replace(f"'{field}'", field) == \
+        str(read.value).replace(f"'{field}'", field)
+
+
+def test_n_params_formula_matches_the_network():
+    from xpnn.nn import config
+
+    net = xpnn.MLP([5, 4, 3, 2], seed=0)
+    assert config.n_params(net.sizes) == net.n_params
+
+
 def test_softmax_needs_two_outputs():
     with pytest.raises(ValueError, match="at least 2 outputs"):
         xpnn.MLP([3, 1])

@@ -295,6 +295,30 @@ def test_float32_stays_float32(backend, to_backend, xp, name):
     assert all(s.dtype == xp.float32 for s in state["W"].values())
 
 
+def test_adam_with_params_of_two_dtypes_corrects_each_in_its_own():
+    """The bias-corrected rate is computed once per update and dtype: a float32 and a
+    float64 parameter each get the rate in their dtype, as when it was per parameter."""
+    b1, b2, lr = 0.8, 0.99, 0.01
+    params = {"a": np.ones((2, 2), np.float32), "b": np.ones(3), "c": np.ones(2, np.float32)}
+    tx = optim.adam(b1, b2)
+    state = tx.init(params)
+    m = {k: np.zeros_like(p) for k, p in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    want = dict(params)
+    for t in (1, 2, 3):
+        grads = {k: np.full_like(p, 0.5 * t) for k, p in params.items()}
+        params, state = tx.update(grads, state, params, lr)
+        for k, p in want.items():
+            tt = np.asarray(t).astype(p.dtype)
+            lr_t = lr * np.sqrt(1.0 - b2**tt) / (1.0 - b1**tt)
+            m[k] = m[k] + (1 - b1) * (grads[k] - m[k])
+            v[k] = v[k] + (1 - b2) * (grads[k] * grads[k] - v[k])
+            want[k] = p - lr_t * m[k] / (np.sqrt(v[k]) + 1e-7)
+        for k in want:
+            assert params[k].dtype == want[k].dtype
+            np.testing.assert_array_equal(params[k], want[k])
+
+
 def test_pure_update_rejects_bad_learning_rates(to_backend):
     tx = optim.sgd()
     params = {"W": to_backend(np.ones(2), "float64")}

@@ -171,6 +171,42 @@ def test_overridden_update_is_what_runs():
     assert calls == [0.25] * 3
 
 
+def test_book_style_step_reads_the_rate_only_when_it_changes():
+    """float() of a device lr waits for the device: a book-style step converts the
+    state's lr once per lr array, not once per step."""
+    reads = []
+
+    class Rate:
+        def __init__(self, value):
+            self.value = value
+
+        def __float__(self):
+            reads.append(self.value)
+            return self.value
+
+    seen = []
+
+    class BookSGD:
+        lr = 0.1
+
+        def update(self, params, grads):
+            seen.append(self.lr)
+            for k in params:
+                params[k] = params[k] - self.lr * grads[k]
+
+    net = _net("numpy")
+    step = make_step(net, BookSGD())
+    state = step.init()
+    batches = _batches(net, np.asarray)
+    state = {**state, "lr": Rate(0.25)}
+    for xb, Tb in batches:
+        state = step(state, xb, Tb)
+    state = {**state, "lr": Rate(0.5)}
+    state = step(state, *batches[0])
+    assert reads == [0.25, 0.5]
+    assert seen == [0.25] * len(batches) + [0.5]
+
+
 # -- torch.compile -----------------------------------------------------------------------
 
 

@@ -344,6 +344,17 @@ def test_device_side_check_reports_the_first_bad_iteration(backend, to_backend):
     assert _curves(h1) == _curves(h2) and _same_params(_host(a.params), _host(b.params))
 
 
+def test_default_guard_resolves_per_run_and_stays_default():
+    """every_step=None is decided for each run (reads free or not) and recorded in the
+    meta from the same rule; the guard object keeps None, so it can be reused."""
+    x, y = blobs()
+    guard = DivergenceGuard()
+    h = train(_net(("numpy", None)), (x, y), batch_size=10, iters=2, callbacks=[guard],
+              **QUIET)
+    assert guard.every_step is None and guard.exact is True
+    assert h.meta["exact_divergence_check"] is True
+
+
 def test_callback_that_poisons_params_is_caught():
     x, y = blobs()
     net = _net(("numpy", None))

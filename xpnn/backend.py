@@ -605,9 +605,11 @@ def _leaves(tree) -> list:
     return [tree]
 
 
-def _map_leaves(fn, tree):
+def map_tree(fn, tree, sort: bool = False):
+    """``fn`` applied to every leaf of a nest of dicts: the same keys, in each dict's
+    own order, or in sorted order with ``sort`` (the order ``_leaves`` walks)."""
     if isinstance(tree, dict):
-        return {key: _map_leaves(fn, value) for key, value in tree.items()}
+        return {key: map_tree(fn, tree[key], sort) for key in (sorted(tree) if sort else tree)}
     return fn(tree)
 
 
@@ -684,7 +686,7 @@ class _CudaGraphStep:
 
     def __call__(self, state, *batch):
         if self.graph is None:
-            self.state = _map_leaves(self._clone, state)
+            self.state = map_tree(self._clone, state)
             self.batch = [self._clone(b) for b in batch]
             self._capture_graph()
         for dst, src in zip(_leaves(self.state), _leaves(state), strict=True):

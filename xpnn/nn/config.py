@@ -21,7 +21,8 @@ from .losses import LOSSES, check_loss
 
 __all__ = [
     "FORMAT", "MAX_LAYERS", "MAX_PARAMS", "VERSION", "check_config", "check_params",
-    "mismatch", "param_shapes", "to_config",
+    "check_sizes", "check_weight_decay", "check_weight_init", "mismatch", "n_params",
+    "param_shapes", "to_config",
 ]
 
 #: the "format" value of a config, and the newest version this xpnn writes and reads
@@ -69,21 +70,38 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _check_sizes(sizes) -> list[int]:
+def n_params(sizes) -> int:
+    """Parameters of an MLP with these layer widths: weights and biases, sum of
+    (d_in + 1) * d_out."""
+    return sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def check_sizes(sizes, name: str = "'sizes'", wrong_type=ValueError,
+                bounded: bool = True) -> list[int]:
+    """Layer widths as a list of ints: a list or tuple of at least two positive integers.
+    ``bounded`` (a config read from a file) also caps them at ``MAX_LAYERS + 1`` widths
+    and ``MAX_PARAMS`` parameters. A value of the wrong type raises ``wrong_type`` (the
+    constructor's TypeError; ValueError, like every other problem, for a file)."""
     if not isinstance(sizes, (list, tuple)):
-        raise ValueError(f"'sizes' must be a list of layer widths, got {type(sizes).__name__}")
-    if not 2 <= len(sizes) <= MAX_LAYERS + 1:
-        raise ValueError(f"'sizes' needs 2 to {MAX_LAYERS + 1} layer widths, got {len(sizes)}")
+        raise wrong_type(f"{name} must be a list of layer widths, got {type(sizes).__name__}")
+    if len(sizes) < 2:
+        raise ValueError(f"{name} needs at least two layer widths (inputs and outputs), "
+                         f"got {_short(sizes)}")
+    if bounded and len(sizes) > MAX_LAYERS + 1:
+        raise ValueError(f"{name} has {len(sizes)} layer widths, more than the "
+                         f"{MAX_LAYERS + 1} a config may ask for")
     for s in sizes:
         if not _is_int(s):
-            raise ValueError(f"'sizes' holds {s!r}, not an integer layer width")
-        if not 1 <= s <= MAX_PARAMS:
-            raise ValueError(f"'sizes' holds {s}, outside 1..{MAX_PARAMS}")
+            raise wrong_type(f"layer widths must be integers, got {s!r} in {name} "
+                             f"{_short(sizes)}")
+        if s < 1:
+            raise ValueError(f"layer widths must be positive, got {s} in {name} {_short(sizes)}")
+        if bounded and s > MAX_PARAMS:
+            raise ValueError(f"{name} holds {s}, outside 1..{MAX_PARAMS}")
     sizes = [int(s) for s in sizes]
-    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
-    if n_params > MAX_PARAMS:
+    if bounded and n_params(sizes) > MAX_PARAMS:
         raise ValueError(
-            f"'sizes' {_short(sizes)} means {n_params:,} parameters, more than the "
+            f"{name} {_short(sizes)} means {n_params(sizes):,} parameters, more than the "
             f"{MAX_PARAMS:,} a config may ask for"
         )
     return sizes
@@ -120,25 +138,26 @@ def _check_loss(loss, n_out: int) -> str:
     return loss
 
 
-def _check_weight_decay(value) -> float:
+def check_weight_decay(value, name: str = "'weight_decay'", wrong_type=ValueError) -> float:
+    """A finite weight decay >= 0, as a float; a non-number raises ``wrong_type``."""
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"'weight_decay' must be a number, got {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"'weight_decay' must be finite and >= 0, got {value!r}")
+        raise wrong_type(f"{name} must be a number, got {value!r}")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be >= 0 and finite, got {value!r}")
     return float(value)
 
 
-def _check_weight_init(value):
-    if value is None:
-        return None
+def check_weight_init(value, name: str = "'weight_init'", wrong_type=ValueError):
+    """'xavier' or 'he' (any case; returned in lower case) or a positive finite std (a
+    float); a value that is neither a string nor a number raises ``wrong_type``."""
     if isinstance(value, str):
         if value.lower() not in WEIGHT_INITS:
-            raise ValueError(f"'weight_init' must be a std > 0, 'xavier' or 'he', not {value!r}")
+            raise ValueError(f"{name} must be a positive std, 'xavier' or 'he', not {value!r}")
         return value.lower()
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"'weight_init' must be a std > 0, 'xavier' or 'he', not {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"'weight_init' std must be finite and > 0, got {value!r}")
+        raise wrong_type(f"{name} must be a positive std, 'xavier' or 'he', not {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} std must be positive and finite, got {value!r}")
     return float(value)
 
 
@@ -158,7 +177,7 @@ def check_config(cfg) -> dict:
     missing = [k for k in ("sizes", "activations", "loss", "dtype") if k not in cfg]
     if missing:
         raise ValueError(f"the architecture lacks {', '.join(missing)}")
-    sizes = _check_sizes(cfg["sizes"])
+    sizes = check_sizes(cfg["sizes"])
     dtype = cfg["dtype"]
     if dtype not in DTYPES:
         raise ValueError(f"'dtype' must be one of {', '.join(DTYPES)}, not {dtype!r}")
@@ -169,8 +188,9 @@ def check_config(cfg) -> dict:
         "activations": _check_activations(cfg["activations"], len(sizes) - 2),
         "loss": _check_loss(cfg["loss"], sizes[-1]),
         "dtype": dtype,
-        "weight_decay": _check_weight_decay(cfg.get("weight_decay", 0.0)),
-        "weight_init": _check_weight_init(cfg.get("weight_init")),
+        "weight_decay": check_weight_decay(cfg.get("weight_decay", 0.0)),
+        "weight_init": (None if cfg.get("weight_init") is None
+                        else check_weight_init(cfg["weight_init"])),
     }
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "gradient",
     "logits_from",
     "loss",
+    "loss_and_accuracy",
     "predict",
     "regularization",
     "value_and_gradient",
@@ -133,3 +134,12 @@ def accuracy(arch: Architecture, params: dict, x, T):
     """Fraction of correct predictions, a 0-d array (classification losses only)."""
     logits, _ = forward(arch, params, x)
     return arch.loss.accuracy(logits, T)
+
+
+def loss_and_accuracy(arch: Architecture, params: dict, x, T):
+    """(``loss``, ``accuracy``) from one forward pass; the accuracy is None when the loss
+    has none (``arch.loss.has_accuracy`` false: mse). Both are 0-d arrays, the same
+    values the two functions give separately."""
+    logits, _ = forward(arch, params, x)
+    value = arch.loss.value(logits, T) + regularization(arch, params)
+    return value, (arch.loss.accuracy(logits, T) if arch.loss.has_accuracy else None)

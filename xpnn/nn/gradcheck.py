@@ -6,6 +6,8 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from .numerical import check_finite, check_h
+
 #: default pass threshold on the max relative error, by dtype
 DEFAULT_THRESHOLD = {"float64": 1e-7, "float32": 5e-2}
 
@@ -66,7 +68,8 @@ def _check_tolerance(value, what: str, positive: bool) -> float:
 
 def gradient_check(net, x, t, threshold=None, h=None, method="batched",
                    atol=None) -> GradientCheck:
-    """Compare ``net.gradient`` with ``net.numerical_gradient`` on (x, t).
+    """Compare the backprop gradient with central differences on (x, t), validated once
+    (``net.gradient_prepared`` against ``net.numerical_gradient_prepared``).
 
     The relative error of each element is |g_bp - g_num| / max(|g_bp| + |g_num|, tiny)
     with tiny the dtype's smallest normal number; ``threshold`` defaults to 1e-7 in
@@ -86,21 +89,14 @@ def gradient_check(net, x, t, threshold=None, h=None, method="batched",
     if atol is not None:
         atol = _check_tolerance(atol, "atol", positive=False)
     eps = float(xp.finfo(net.dtype).eps)
-    h_used = net.default_h() if h is None else h
-    if isinstance(h_used, (int, float)) and not isinstance(h_used, bool) and 0 < h_used < (
-        math.sqrt(eps)
-    ):
-        raise ValueError(
-            f"h={h_used:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
-            f"central difference would be mostly rounding noise and the check meaningless; "
-            f"use h near eps**(1/3) (default {net.default_h():g})"
-        )
-    grad = net.gradient(x, t)
-    num = net.numerical_gradient(x, t, h=h, method=method)
-    h_used = float(h_used)
+    h_used = check_h(net, h, strict=True)  # below sqrt(eps) the check would mean nothing
+    x = net.check_x(x)  # validated once for the three evaluations
+    T = net.prepare_targets(t, x.shape[0])
+    grad = net.gradient_prepared(x, T)
+    num = check_finite(xp, net.numerical_gradient_prepared(x, T, h_used, method), h_used)
     tiny = xp.finfo(net.dtype).smallest_normal
     if atol is None:
-        loss = abs(float(net.loss(x, t)))
+        loss = abs(float(net.loss_prepared(x, T)))
         scale = max(float(xp.max(xp.abs(g))) for g in grad.values())
         atol = min(10 * eps * max(1.0, loss) / h_used, threshold * scale)
     checks = []

@@ -31,8 +31,12 @@ class Loss:
     max_outputs = None
     has_accuracy = False
 
-    def __init__(self, xp):
+    def __init__(self, xp, zero=0.0):
         self.xp = xp
+        # a 0-d zero of the network's dtype on its device, as the activations get
+        # (xpnn.nn.layers): comparing with or taking maxima against a Python 0.0
+        # builds a tensor per call on some backends
+        self.zero = zero
 
     @classmethod
     def check_outputs(cls, n_out: int) -> None:
@@ -154,10 +158,6 @@ class BinaryCrossEntropy(_LogitLoss):
     min_outputs = 1
     max_outputs = 1
 
-    def __init__(self, xp, zero=0.0):
-        super().__init__(xp)
-        self.zero = zero
-
     def output(self, z):
         """Probability of class 1, sigmoid(z), (N, 1)."""
         xp = self.xp
@@ -231,8 +231,7 @@ def check_loss(name) -> str:
 
 
 def make_loss(name: str, xp, zero=0.0):
-    cls = LOSSES[check_loss(name)]
-    return cls(xp, zero) if cls is BinaryCrossEntropy else cls(xp)
+    return LOSSES[check_loss(name)](xp, zero)
 
 
 def _plain(cls, z, t):

@@ -4,7 +4,6 @@ every array-API backend."""
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -27,20 +26,12 @@ from .losses import LOSSES, check_loss, make_loss
 
 
 def _check_sizes(sizes) -> list[int]:
-    try:
-        sizes = list(sizes)
-    except TypeError:
-        raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}") from None
-    if len(sizes) < 2:
-        raise ValueError(
-            f"sizes needs at least two entries (inputs and outputs), got {sizes!r}"
-        )
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise TypeError(f"layer widths must be integers, got {s!r} in {sizes!r}")
-        if s <= 0:
-            raise ValueError(f"layer widths must be positive, got {s!r} in {sizes!r}")
-    return [int(s) for s in sizes]
+    if not isinstance(sizes, (list, tuple)):
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}") from None
+    return _config.check_sizes(sizes, "sizes", TypeError, bounded=False)
 
 
 def _check_activations(activation, n_hidden: int) -> list[str]:
@@ -70,21 +61,13 @@ def _host_rng(seed):
         ) from None
 
 
-def _init_std(weight_init, n_in: int) -> float:
-    if isinstance(weight_init, str):
-        key = weight_init.lower()
-        if key == "xavier":
-            return math.sqrt(1.0 / n_in)
-        if key == "he":
-            return math.sqrt(2.0 / n_in)
-        raise ValueError(f"weight_init must be a positive float, 'xavier' or 'he', not {key!r}")
-    if isinstance(weight_init, bool) or not isinstance(weight_init, numbers.Real):
-        raise TypeError(
-            f"weight_init must be a positive float, 'xavier' or 'he', not {weight_init!r}"
-        )
-    if not (weight_init > 0 and math.isfinite(weight_init)):
-        raise ValueError(f"weight_init std must be positive and finite, got {weight_init!r}")
-    return float(weight_init)
+def _init_std(init, n_in: int) -> float:
+    """The std of layer weights with n_in inputs, for a checked weight_init."""
+    if init == "xavier":
+        return math.sqrt(1.0 / n_in)
+    if init == "he":
+        return math.sqrt(2.0 / n_in)
+    return init
 
 
 class MLP:
@@ -128,12 +111,9 @@ class MLP:
         self.activations = _check_activations(activation, len(self.sizes) - 2)
         self.loss_name = check_loss(loss)
         LOSSES[self.loss_name].check_outputs(self.sizes[-1])
-        if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real):
-            raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
-        if not (weight_decay >= 0 and math.isfinite(weight_decay)):
-            raise ValueError(f"weight_decay must be >= 0 and finite, got {weight_decay!r}")
-        self.weight_decay = float(weight_decay)
-        stds = [_init_std(weight_init, n_in) for n_in in self.sizes[:-1]]
+        self.weight_decay = _config.check_weight_decay(weight_decay, "weight_decay", TypeError)
+        init = _config.check_weight_init(weight_init, "weight_init", TypeError)
+        stds = [_init_std(init, n_in) for n_in in self.sizes[:-1]]
         self.weight_init = weight_init
 
         self.xp = get_namespace(backend)
@@ -168,17 +148,10 @@ class MLP:
         self._numerical_budget = None  # bytes per numerical-gradient chunk, found once
 
     def _too_big(self) -> str:
-        n = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=True))
+        n = _config.n_params(self.sizes)
         return (f"not enough memory for sizes {self.sizes}: {n:,} parameters, "
                 f"{n * 8 / 2**30:.3g} GiB while drawing them in float64 on the host; "
                 f"use smaller layer widths")
-
-    def _shapes(self) -> dict:
-        shapes = {}
-        for i in range(1, len(self.sizes)):
-            shapes[f"W{i}"] = (self.sizes[i - 1], self.sizes[i])
-            shapes[f"b{i}"] = (self.sizes[i],)
-        return shapes
 
     def _initial_params(self, stds, seed) -> dict:
         rng = _host_rng(seed)
@@ -313,13 +286,7 @@ class MLP:
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
         grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget, executor)
-        bad = [k for k, g in grads.items() if not bool(self.xp.all(self.xp.isfinite(g)))]
-        if bad:
-            raise ValueError(
-                f"the numerical gradient of {', '.join(bad)} is not finite: the loss "
-                f"overflows at the perturbed parameters (h={_numerical.check_h(self, h):g})"
-            )
-        return grads
+        return _numerical.check_finite(self.xp, grads, _numerical.check_h(self, h))
 
     # -- unchecked fast paths (inputs already validated by the caller) ---------------
 
@@ -335,6 +302,10 @@ class MLP:
 
     def accuracy_prepared(self, x, T, params=None):
         return F.accuracy(self.arch, self.params if params is None else params, x, T)
+
+    def loss_and_accuracy_prepared(self, x, T, params=None):
+        """(loss, accuracy or None) of one forward pass (``F.loss_and_accuracy``)."""
+        return F.loss_and_accuracy(self.arch, self.params if params is None else params, x, T)
 
     def gradient_prepared(self, x, T, params=None) -> dict:
         return F.gradient(self.arch, self.params if params is None else params, x, T)

@@ -42,6 +42,7 @@ __all__ = [
     "Chunk",
     "StepTooSmallWarning",
     "assemble",
+    "check_finite",
     "check_h",
     "chunk_gradient",
     "forward_cache",
@@ -101,9 +102,10 @@ def numerical_gradient(f, x, h=1e-4):
     return xp.reshape(xp.stack(out), x.shape)
 
 
-def check_h(net, h) -> float:
+def check_h(net, h, strict: bool = False) -> float:
     """The finite-difference step: ``net.default_h()`` for None, else a positive finite
-    number; a step below sqrt(eps) warns (the result is then mostly rounding noise)."""
+    number (any real type: NumPy scalars too); a step below sqrt(eps) warns (the result
+    is then mostly rounding noise), or with ``strict`` raises ValueError."""
     if h is None:
         return net.default_h()
     if isinstance(h, bool) or not isinstance(h, numbers.Real):
@@ -112,6 +114,12 @@ def check_h(net, h) -> float:
         raise ValueError(f"h must be a small positive step (0 < h <= 1), got {h!r}")
     eps = float(net.xp.finfo(net.dtype).eps)
     if h < math.sqrt(eps):
+        if strict:
+            raise ValueError(
+                f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
+                f"central difference would be mostly rounding noise and a gradient check "
+                f"meaningless; use h near eps**(1/3) (default {net.default_h():g})"
+            )
         warnings.warn(
             f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
             f"central difference is dominated by rounding error; use h near eps**(1/3) "
@@ -120,6 +128,18 @@ def check_h(net, h) -> float:
             stacklevel=3,
         )
     return float(h)
+
+
+def check_finite(xp, grads: dict, h: float) -> dict:
+    """``grads``, a numerical gradient, or ValueError naming the parameters where it is
+    not finite (the loss overflows at the perturbed parameters)."""
+    bad = [k for k, g in grads.items() if not bool(xp.all(xp.isfinite(g)))]
+    if bad:
+        raise ValueError(
+            f"the numerical gradient of {', '.join(bad)} is not finite: the loss "
+            f"overflows at the perturbed parameters (h={h:g})"
+        )
+    return grads
 
 
 def _budget(net, memory_budget) -> int:

@@ -8,10 +8,13 @@ immutable arrays work. ``self.transform`` is the pure pair; ``self.state`` its s
 built by the first ``update`` and cleared by ``reset()``. An optimiser whose state was
 built for another network (other keys or shapes) raises ValueError.
 
-``lr`` is a validated property: the trainer's schedule sets ``opt.lr = base_lr * factor``
-before each step (factor 0 allowed), and a negative, NaN, infinite or non-number value
-raises at once; the constructors want lr > 0. The
-other coefficients (momentum, decay_rate, beta1, beta2) are fixed at construction.
+``lr`` is a validated property: a negative, NaN, infinite or non-number value raises at
+once; the constructors want lr > 0, and 0 may be set later (a schedule annealed to 0).
+``update`` uses it; the trainer reads it once as the base rate and keeps each step's rate
+(``base_lr * factor`` under a schedule) in the step state's ``state["lr"]``, passed to
+``transform.update``, so ``opt.lr`` is not changed while training (a book-style object
+without a ``transform`` gets ``lr`` set before each step instead). The other
+coefficients (momentum, decay_rate, beta1, beta2) are fixed at construction.
 """
 
 from __future__ import annotations

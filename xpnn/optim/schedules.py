@@ -5,19 +5,10 @@ counts from 0, the step about to be taken); the learning rate of an update is
 from __future__ import annotations
 
 import math
-import numbers
 
-from .transforms import _check_real
+from .transforms import _check_positive_int, _check_real
 
 __all__ = ["CosineLR", "StepLR"]
-
-
-def _check_count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value!r}")
-    return int(value)
 
 
 class StepLR:
@@ -25,7 +16,7 @@ class StepLR:
     step_size iterations."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        self.step_size = _check_count(step_size, "step_size")
+        self.step_size = _check_positive_int(step_size, "step_size")
         gamma = _check_real(gamma, "gamma")
         if not (gamma > 0 and math.isfinite(gamma)):
             raise ValueError(f"gamma must be positive and finite, got {gamma!r}")
@@ -46,7 +37,7 @@ class CosineLR:
     """
 
     def __init__(self, total_iters: int, min_factor: float = 0.0):
-        self.total_iters = _check_count(total_iters, "total_iters")
+        self.total_iters = _check_positive_int(total_iters, "total_iters")
         min_factor = _check_real(min_factor, "min_factor")
         if not (0.0 <= min_factor <= 1.0):
             raise ValueError(f"min_factor must lie in [0, 1], got {min_factor!r}")

@@ -58,6 +58,15 @@ def _check_real(value, what: str) -> float:
     return float(value)
 
 
+def _check_positive_int(value, what: str) -> int:
+    """An integer >= 1 (a count: iterations, batch rows, a schedule's period)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _check_lr(lr, allow_zero: bool = False) -> float:
     """A positive finite lr; with ``allow_zero`` also 0 (a schedule may anneal to 0)."""
     lr = _check_real(lr, "lr")
@@ -135,12 +144,17 @@ def _check_state(grads, state, params: dict, slots: tuple[str, ...]) -> None:
 
 # step(xp, g, p, slot_arrays, lr, count) -> (new_p, new_slot_arrays)
 Step = Callable[[Any, Any, Any, dict, Any, Any], tuple[Any, dict]]
+# prepare(xp, lr, count, dtype) -> what step receives as lr
+Prepare = Callable[[Any, Any, Any, Any], Any]
 
 
-def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformation:
+def _transformation(slots: tuple[str, ...], step: Step,
+                    prepare: Prepare | None = None) -> GradientTransformation:
     """The init/update pair around a per-parameter ``step``; ``slots`` names its state
-    arrays. ``update`` validates its arguments on every call; its two halves are
-    ``update.check`` and ``update.apply`` (see ``checked_parts``)."""
+    arrays. With ``prepare``, ``step`` receives ``prepare(xp, lr, count, dtype)`` as its
+    lr, computed once per update and parameter dtype (Adam's bias-corrected rate) instead
+    of once per parameter. ``update`` validates its arguments on every call; its two
+    halves are ``update.check`` and ``update.apply`` (see ``checked_parts``)."""
 
     def init(params: dict) -> dict:
         _check_params(params)
@@ -161,8 +175,17 @@ def _transformation(slots: tuple[str, ...], step: Step) -> GradientTransformatio
         key order of ``state`` (torch.compile guards on it and would recompile)."""
         count = state[COUNT] + 1
         new_params, new_slots = {}, {COUNT: count}
+        prepared = []  # (dtype, prepare's result): a list, as dtypes need not hash
         for key, p in params.items():
-            new_params[key], new_slots[key] = step(xp, grads[key], p, state[key], lr, count)
+            rate = lr
+            if prepare is not None:
+                known = [r for dtype, r in prepared if dtype == p.dtype]
+                if known:
+                    rate = known[0]
+                else:
+                    rate = prepare(xp, lr, count, p.dtype)
+                    prepared.append((p.dtype, rate))
+            new_params[key], new_slots[key] = step(xp, grads[key], p, state[key], rate, count)
         return new_params, {key: new_slots[key] for key in state}
 
     def update(grads: dict, state: dict, params: dict, lr) -> tuple[dict, dict]:
@@ -257,12 +280,14 @@ def adam(beta1: float = 0.9, beta2: float = 0.999) -> GradientTransformation:
     b1 = _check_unit(beta1, "beta1")
     b2 = _check_unit(beta2, "beta2")
 
-    def step(xp, g, p, s, lr, count):
+    def prepare(xp, lr, count, dtype):
         # int arrays do not mix with Python floats in the array API: cast t first
-        t = xp.astype(count, p.dtype)
-        lr_t = lr * xp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+        t = xp.astype(count, dtype)
+        return lr * xp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+
+    def step(xp, g, p, s, lr_t, count):
         m = s["m"] + (1 - b1) * (g - s["m"])
         v = s["v"] + (1 - b2) * (g * g - s["v"])
         return p - lr_t * m / (xp.sqrt(v) + EPS), {"m": m, "v": v}
 
-    return _transformation(("m", "v"), step)
+    return _transformation(("m", "v"), step, prepare)

@@ -156,16 +156,21 @@ class DivergenceGuard(Callback):
 
     def __init__(self, every_step: bool | None = None):
         self.every_step = every_step
+        self.exact = None  # every_step resolved for the current run
         self.good = None
         self.good_iteration = 0
 
+    def checks_every_step(self, run) -> bool:
+        """Whether the flag is read after every step of ``run``: ``every_step``, or
+        where that is None, whether reads are free there."""
+        return bool(run.reads_are_free if self.every_step is None else self.every_step)
+
     def on_train_begin(self, run):
-        if self.every_step is None:
-            self.every_step = run.reads_are_free
+        self.exact = self.checks_every_step(run)
         self.good = copy_params(run.xp, run.state["params"])
 
     def after_step(self, run):
-        if not self.every_step or int(run.state["first_bad"]) < 0:
+        if not self.exact or int(run.state["first_bad"]) < 0:
             return
         previous = run.previous_params  # None where the step consumed its input state
         if previous is not None and math.isfinite(run.data_loss(previous)):
@@ -175,7 +180,7 @@ class DivergenceGuard(Callback):
                            self.good_iteration)
 
     def before_evaluation(self, run):
-        if self.every_step:
+        if self.exact:
             return
         bad_at = int(run.state["first_bad"])  # waits for the device
         if bad_at >= 0:

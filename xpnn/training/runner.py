@@ -51,6 +51,8 @@ import numpy as np
 from ..backend import device_name, in_host_memory
 from ..nn.numerical import check_h
 from ..optim.optimizers import SGD, make_optimizer
+from ..optim.transforms import _check_lr as _check_positive_lr
+from ..optim.transforms import _check_positive_int
 from .callbacks import (
     Callback,
     DivergenceGuard,
@@ -97,14 +99,6 @@ def reads_are_free(net) -> bool:
     return bool(in_host_memory(net.xp, net.device))
 
 
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _prepare_set(net, data, what: str):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise TypeError(f"{what} must be an (x, t) pair of arrays, got {type(data).__name__}")
@@ -125,7 +119,7 @@ def _total_iterations(iters, epochs, per_epoch: int) -> int:
     if iters is not None and epochs is not None:
         raise ValueError(f"give iters or epochs, not both (got iters={iters}, epochs={epochs})")
     if iters is not None:
-        total, what = _positive_int(iters, "iters"), f"iters={iters}"
+        total, what = _check_positive_int(iters, "iters"), f"iters={iters}"
     else:
         if epochs is None:
             epochs = 1
@@ -185,26 +179,27 @@ def _check_seed(seed):
 
 def _check_lr(optimizer) -> float:
     """The optimiser's current rate, re-checked (it may have been set after construction)."""
-    lr = optimizer.lr
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (
-        lr > 0 and math.isfinite(lr)
-    ):
-        raise ValueError(f"optimizer.lr must be positive and finite, got {lr!r}")
-    return float(lr)
+    try:
+        return _check_positive_lr(optimizer.lr)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"optimizer.lr must be positive and finite, got {optimizer.lr!r}") from None
 
 
-def _metrics(net, x, T, chunk: int, comm=None):
+def _metrics(net, x, T, chunk: int, comm=None, params=None):
     """Loss and accuracy (None for 'mse') over the whole set (summed over the ranks of
-    ``comm``), in chunks of ``chunk`` rows; reading them synchronises with the device."""
+    ``comm``), in chunks of ``chunk`` rows, at ``params`` (default the network's); one
+    forward pass per chunk; reading them synchronises with the device."""
     has_acc = net.loss_fn.has_accuracy
     n = x.shape[0]
     loss_sum = hits = 0.0
     for s in range(0, n, chunk):
         stop = min(n, s + chunk)
         xc, Tc = (x, T) if stop - s == n else (x[s:stop, :], T[s:stop, :])
-        loss_sum = loss_sum + (stop - s) * net.loss_prepared(xc, Tc)
+        loss, acc = net.loss_and_accuracy_prepared(xc, Tc, params)
+        loss_sum = loss_sum + (stop - s) * loss
         if has_acc:
-            hits = hits + (stop - s) * net.accuracy_prepared(xc, Tc)
+            hits = hits + (stop - s) * acc
     totals = [float(loss_sum), float(hits), float(n)]
     if comm is not None:
         totals = [float(v) for v in comm.allreduce_sum(totals)]
@@ -301,11 +296,8 @@ class Run:
 
     def data_loss(self, params: dict) -> float:
         """Training-set loss of other parameters (the network is left as it was)."""
-        saved, self.net.params = self.net.params, dict(params)
-        try:
-            return _metrics(self.net, self.x, self.T, self.eval_batch_size, self.comm)[0]
-        finally:
-            self.net.params = saved
+        return _metrics(self.net, self.x, self.T, self.eval_batch_size, self.comm,
+                        params=params)[0]
 
     def explain_loss(self, which: str) -> str:
         """Why a loss is not finite, when that can be told: outputs or weight decay."""
@@ -456,7 +448,7 @@ def train(
     test_set = None if test is None else _prepare_set(net, test, "test")
     n = x.shape[0]
     if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = _check_positive_int(batch_size, "batch_size")
         if batch_size > n:
             raise ValueError(
                 f"batch_size {batch_size} is larger than the training set ({n} rows); "
@@ -464,7 +456,7 @@ def train(
             )
     per_epoch = 1 if batch_size is None else -(-n // batch_size)
     total = _total_iterations(iters, epochs, per_epoch)
-    eval_every = per_epoch if eval_every is None else _positive_int(eval_every, "eval_every")
+    eval_every = per_epoch if eval_every is None else _check_positive_int(eval_every, "eval_every")
     if comm is not None:
         from ..dist.comm import check_same
 
@@ -472,7 +464,7 @@ def train(
                    hint="every rank must run the same steps; with shards of unequal size "
                         "epochs= and the default eval_every (one epoch) differ between "
                         "ranks, so give iters= and eval_every=")
-    eval_batch_size = _positive_int(eval_batch_size, "eval_batch_size")
+    eval_batch_size = _check_positive_int(eval_batch_size, "eval_batch_size")
     seed = _check_seed(seed)
 
     if optimizer is None:
@@ -504,7 +496,7 @@ def train(
     schedule = None if lr_schedule is None else LRSchedule(lr_schedule)
     stopping = None
     if early_stopping is not None:
-        stopping = EarlyStopping(_positive_int(early_stopping, "early_stopping"))
+        stopping = EarlyStopping(_check_positive_int(early_stopping, "early_stopping"))
         if test_set is None:
             raise ValueError("early_stopping watches the test loss: pass test=(x, t)")
     if not bool(all_finite(net.xp, net.params)):
@@ -532,8 +524,7 @@ def train(
     guard = next((cb for cb in user if isinstance(cb, DivergenceGuard)), DivergenceGuard())
     user = [cb for cb in user if cb is not guard]
     chain = [guard, Recorder(), schedule, stopping, Progress(say) if talk else None, *user]
-    run.meta["exact_divergence_check"] = bool(
-        guard.every_step if guard.every_step is not None else run.reads_are_free)
+    run.meta["exact_divergence_check"] = guard.checks_every_step(run)
     return _run(run, [cb for cb in chain if cb is not None])
 
 

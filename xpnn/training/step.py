@@ -23,7 +23,7 @@ import math
 
 import array_api_compat
 
-from ..backend import compile_step, device_of
+from ..backend import compile_step, device_of, map_tree
 from ..nn import functional
 from ..optim.transforms import checked_parts
 
@@ -60,16 +60,7 @@ def _sorted_tree(tree):
     """The same nest of dicts with every dict's keys in sorted order: compiled steps
     (torch.compile guards on dict key order, CUDA graph buffers) see one fixed layout
     whatever order an optimiser's init and update build their dicts in."""
-    if isinstance(tree, dict):
-        return {key: _sorted_tree(tree[key]) for key in sorted(tree)}
-    return tree
-
-
-def _map_tree(fn, tree):
-    """``fn`` applied to every leaf of a nest of dicts (same keys, same order)."""
-    if isinstance(tree, dict):
-        return {key: _map_tree(fn, value) for key, value in tree.items()}
-    return fn(tree)
+    return map_tree(lambda leaf: leaf, tree, sort=True)
 
 
 def _with_params(net, method):
@@ -109,11 +100,18 @@ def _book_transform(optimizer):
     """(init, update) around a book-style ``optimizer.update(params, grads)`` that keeps
     its own state: eager only (the state lives in the object, not in the step state)."""
 
+    last = (None, None)  # the state's lr array last read, and its value
+
     def init(params):
         return {}
 
     def update(grads, state, params, lr):
-        optimizer.lr = float(lr)
+        # float() of a device array waits for the device: read the rate only when the
+        # state holds a new lr array (never written into, see Step), not every step
+        nonlocal last
+        if lr is not last[0]:
+            last = (lr, float(lr))
+        optimizer.lr = last[1]
         new = dict(params)
         optimizer.update(new, grads)
         return new, state
@@ -209,7 +207,7 @@ class Step:
             # there), as the compiled step's own results are: jax.jit keys its cache on
             # that placement and compiled the step again on the second call (0.2 s on
             # the seed net); NumPy and torch return the same arrays
-            state = _map_tree(lambda a: array_api_compat.to_device(a, dev), state)
+            state = map_tree(lambda a: array_api_compat.to_device(a, dev), state)
         return state
 
     def pure(self, state: dict, xb, Tb) -> dict:
