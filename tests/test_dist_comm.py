@@ -29,7 +29,7 @@ from xpnn.dist import (
     shard_range,
 )
 from xpnn.dist.cli import add_dist_flags, dist_setup
-from xpnn.dist.comm import pack, unpack
+from xpnn.dist.comm import host_buffer, pack, to_device_like, unpack
 from xpnn.dist.executor import _payload, chunk_task
 from xpnn.nn.numerical import plan
 
@@ -107,6 +107,17 @@ def test_weighted_mean_of_uneven_shards_is_the_full_batch_gradient(backend, size
     # a plain (unweighted) mean of the uneven shards is visibly different
     plain = {k: sum(xpnn.to_numpy(c[0][k]) for c in contributions) / size for k in mean}
     assert _max_rel(plain, net.gradient(x, t)) > 1e-6
+
+
+def test_host_buffer_is_writable_and_contiguous_on_every_backend(to_backend):
+    """Regression: JAX exports read-only host arrays, and MPI's in-place Allreduce on
+    them raised BufferError ("dlpack: buffer is not writable")."""
+    flat = to_backend(np.arange(5.0))
+    buf = host_buffer(flat)
+    assert buf.flags.writeable and buf.flags.c_contiguous
+    np.testing.assert_array_equal(buf, np.arange(5.0))
+    buf += 1.0  # what an in-place reduction does
+    np.testing.assert_array_equal(xpnn.to_numpy(to_device_like(buf, flat)), np.arange(1.0, 6.0))
 
 
 def test_pack_groups_by_dtype_and_keeps_order():

@@ -180,8 +180,10 @@ def unpack(grads: dict, keys, flat) -> dict:
 
 
 def host_buffer(flat) -> np.ndarray:
-    """A writable, contiguous host copy (or view, for NumPy) of a device array."""
-    return np.ascontiguousarray(to_numpy(flat))
+    """A writable, contiguous host copy (or view, for NumPy) of a device array. JAX
+    exports read-only buffers through DLPack (and MPI's in-place Allreduce refuses
+    them), so those are copied."""
+    return np.require(to_numpy(flat), requirements=("C", "W"))
 
 
 def to_device_like(host: np.ndarray, like):
