@@ -163,6 +163,25 @@ def test_partition_is_contiguous_balanced_and_deterministic(sizes, n_parts):
     assert max(costs) <= sum(costs) / n_parts + biggest
 
 
+@pytest.mark.parametrize("sizes", [[784, 50, 10], [3, 200, 1, 50, 4]])
+def test_partition_gives_each_chunk_to_the_part_of_its_cost_midpoint(sizes):
+    """The searchsorted cut equals the definition (the part p with p <= mid * n / total
+    < p + 1), also with more parts than chunks."""
+    from xpnn.dist.executor import _cost
+
+    net = xpnn.MLP(sizes, dtype="float64", seed=0)
+    chunks = plan(net, 100, memory_budget=2**16)
+    each = np.array([_cost(net, c) for c in chunks], dtype=np.float64)
+    mids = np.cumsum(each) - each / 2
+    for n_parts in (1, 2, 5, 128, len(chunks) + 3):
+        owner = np.minimum((mids * n_parts / np.cumsum(each)[-1]).astype(int), n_parts - 1)
+        want = [[] for _ in range(n_parts)]
+        for c, o in zip(chunks, owner, strict=True):
+            want[o].append(c)
+        assert partition(net, chunks, n_parts) == want
+    assert partition(net, [], 3) == [[], [], []]
+
+
 # -- parameter-parallel numerical gradients in one process ---------------------------
 
 

@@ -37,15 +37,17 @@ class WorkerMismatchError(RuntimeError):
     """A worker cannot compute a task as asked (other xpnn version, other dtype)."""
 
 
-def _cost(net, chunk) -> float:
-    """Relative cost of a chunk: multiply-adds per row of one perturbation (the rank-1
-    update of the next pre-activation, the full layers above it, the loss), times the
-    chunk's length."""
-    sizes = net.sizes
-    layer = int(chunk.key[1:]) - 1
+def _unit_cost(sizes, key: str) -> int:
+    """Multiply-adds per row of one perturbation of an element of parameter ``key``:
+    the rank-1 update of the next pre-activation, the full layers above it, the loss."""
+    layer = int(key[1:]) - 1
     above = sum(sizes[i] * sizes[i + 1] for i in range(layer + 2, len(sizes) - 1))
-    return (chunk.stop - chunk.start) * (sizes[min(layer + 2, len(sizes) - 1)] + above
-                                         + 2 * sizes[-1])
+    return sizes[min(layer + 2, len(sizes) - 1)] + above + 2 * sizes[-1]
+
+
+def _cost(net, chunk) -> float:
+    """Relative cost of a chunk: ``_unit_cost`` of its parameter times its length."""
+    return (chunk.stop - chunk.start) * _unit_cost(net.sizes, chunk.key)
 
 
 def partition(net, chunks, n_parts: int) -> list[list]:
@@ -54,13 +56,20 @@ def partition(net, chunks, n_parts: int) -> list[list]:
     parts."""
     if n_parts < 1:
         raise ValueError(f"the number of parts must be >= 1, got {n_parts}")
-    each = np.array([_cost(net, c) for c in chunks], dtype=np.float64)
+    unit = {key: _unit_cost(net.sizes, key) for key in {c.key for c in chunks}}
+    each = np.fromiter(((c.stop - c.start) * unit[c.key] for c in chunks),
+                       dtype=np.float64, count=len(chunks))
     ends = np.cumsum(each)
     total = ends[-1] if len(ends) else 0.0
-    # a chunk goes to the part its cost midpoint falls in
+    # a chunk goes to the part its cost midpoint falls in; the midpoints increase, so
+    # the owners never decrease (the running maximum only makes that explicit) and
+    # each part is the run of chunks between two cut points
     mids = ends - each / 2
     owner = np.minimum((mids * n_parts / max(total, 1e-300)).astype(int), n_parts - 1)
-    return [[c for c, o in zip(chunks, owner, strict=True) if o == p] for p in range(n_parts)]
+    owner = np.maximum.accumulate(owner) if len(owner) else owner
+    cuts = [0, *np.searchsorted(owner, np.arange(1, n_parts), side="left").tolist(),
+            len(chunks)]
+    return [list(chunks[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 # -- the worker side -------------------------------------------------------------------
