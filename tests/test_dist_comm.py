@@ -204,6 +204,29 @@ def test_numerical_gradient_equals_the_single_process_one(backend):
             assert all(got[k].dtype == net.params[k].dtype for k in got)
 
 
+def test_assemble_cuts_the_gathered_differences_back_into_parameters(backend):
+    from xpnn.backend import device_of
+    from xpnn.dist.executor import _assemble
+    from xpnn.nn.numerical import Chunk
+
+    net, _, _ = problem(backend, [5, 4, 3], weight_decay=0.02)
+    chunks = plan(net, 10, memory_budget=2048)
+    flat = np.arange(1.0, 1 + sum(c.stop - c.start for c in chunks))
+    got = _assemble(net, chunks, flat)
+    assert all(device_of(g) == net.device for g in got.values())
+    got = host(got)
+    start = 0
+    for k, v in host(net.params).items():
+        want = flat[start : start + v.size].reshape(v.shape) + (0.02 * v if k[0] == "W" else 0)
+        np.testing.assert_array_equal(got[k], want)
+        start += v.size
+    swapped = [chunks[1], chunks[0], *chunks[2:]]
+    gap = [c if c != chunks[3] else Chunk(c.key, c.start + 1, c.stop) for c in chunks]
+    for bad in (chunks[1:], chunks[:-1], swapped, gap, chunks + chunks[-1:]):
+        with pytest.raises(RuntimeError, match="do not cover the parameters"):
+            _assemble(net, bad, flat)
+
+
 def test_numerical_gradient_argument_errors():
     net, x, t = problem(("numpy", None), [3, 2])
     x, T = _prepared(net, x, t)

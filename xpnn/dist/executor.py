@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import math
 import os
 import uuid
 
@@ -227,17 +228,27 @@ def executor_workers(executor) -> int:
 
 
 def _assemble(net, chunks, flat: np.ndarray) -> dict:
-    """The gradient from the concatenated differences ``flat`` of ``chunks``."""
-    n = sum(c.stop - c.start for c in chunks)
+    """The gradient from the concatenated differences ``flat`` of ``chunks``, which
+    cover the parameters in order (a plan, or its groups concatenated): one host to
+    device copy of ``flat``, then one slice per parameter (not one copy per chunk)."""
+    sizes = {k: math.prod(v.shape) for k, v in net.params.items()}
+    reached: dict | None = {}  # key -> end of its chunks so far, in order of appearance
+    last = None
+    for c in chunks:
+        if (c.key != last and c.key in reached) or reached.get(c.key, 0) != c.start:
+            reached = None  # a parameter resumed after another one, a gap or an overlap
+            break
+        reached[c.key], last = c.stop, c.key
+    if reached is None or list(reached.items()) != list(sizes.items()):
+        raise RuntimeError("the chunks do not cover the parameters once each, in order")
+    n = sum(sizes.values())
     if flat.shape != (n,):
         raise RuntimeError(f"the chunks came back with shape {flat.shape}, expected ({n},)")
-    xp, dev = net.xp, net.device
-    parts: dict = {k: [] for k in net.params}
-    start = 0
-    for c in chunks:
-        piece = np.ascontiguousarray(flat[start : start + c.stop - c.start], dtype=net.dtype_name)
-        parts[c.key].append(xp.asarray(piece, device=dev))
-        start += c.stop - c.start
+    whole = net.xp.asarray(np.ascontiguousarray(flat, dtype=net.dtype_name), device=net.device)
+    parts, start = {}, 0
+    for k, size in sizes.items():
+        parts[k] = [whole[start : start + size]]
+        start += size
     return _numerical.assemble(net, parts)
 
 
