@@ -346,6 +346,29 @@ def test_train_numerical_takes_an_executor():
     assert _max_rel(runs[1], runs[0]) <= 1e-12 and _max_rel(runs[2], runs[0]) <= 1e-12
 
 
+def test_comm_ranks_keep_freed_memory_but_the_callers_process_does_not(monkeypatch):
+    """The ranks of ``mpiexec xpnn train --mpi-split parameters`` get the malloc setting
+    the pool workers (and the benchmark's ranks) have; a SingleProcessComm, which runs
+    in the user's own process, does not change it."""
+    from xpnn.dist import Comm
+    from xpnn.dist import executor as ex
+
+    calls = []
+    monkeypatch.setattr(ex, "keep_freed_memory", lambda: calls.append(1) or True)
+
+    class OneRank(Comm):  # a multi-process comm's code path, on one rank
+        def allgatherv(self, local):
+            return np.asarray(local)
+
+    net, x, t = problem(("numpy", None), [5, 4, 3], n=6)
+    x, T = _prepared(net, x, t)
+    want = numerical_gradient(net, x, T, executor=SingleProcessComm(), memory_budget=2048)
+    assert calls == []
+    got = numerical_gradient(net, x, T, executor=OneRank(), memory_budget=2048)
+    assert calls == [1]
+    assert _max_rel(got, want) == 0
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_workers_keep_freed_memory_instead_of_faulting_it_in_per_chunk():
     """Regression: with glibc's default trimming a worker faulted ~1 MB in afresh for

@@ -29,7 +29,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..nn import numerical as _numerical
 from ..nn.mlp import MLP
-from .comm import Comm
+from .comm import Comm, SingleProcessComm
 
 __all__ = ["numerical_gradient", "partition", "WorkerMismatchError"]
 
@@ -135,8 +135,10 @@ def keep_freed_memory() -> bool:
     the seed net (784-50-10, float64, batch 100), one core: ~440,000 minor page faults
     and 1.2-1.9 s CPU per gradient, against 0 faults and 0.41 s with this setting. Dask
     workers are worse off: they start with MALLOC_TRIM_THRESHOLD_=65536, which also
-    fixes the mmap threshold at 128 KiB. Applied in worker processes only (they run
-    nothing else of ours); a no-op off glibc."""
+    fixes the mmap threshold at 128 KiB. Applied in processes that exist to compute
+    chunks only: executor workers, and the ranks of a multi-process ``Comm`` (MPI or
+    torch.distributed processes started for the run), not in the caller's own process
+    (``net.numerical_gradient``, ``SingleProcessComm``); a no-op off glibc."""
     if _WORKER_CACHE.get("malloc") is not None:
         return _WORKER_CACHE["malloc"]
     ok = False
@@ -285,6 +287,8 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
 
 
 def _by_comm(net, x, T, h, comm: Comm, chunks) -> dict:
+    if not isinstance(comm, SingleProcessComm):
+        keep_freed_memory()  # a rank is a dedicated process, like a pool worker
     mine = partition(net, chunks, comm.size)[comm.rank]
     flat = compute_flat(net, x, T, mine, h, _numerical.forward_cache(net, x))
     # the groups are contiguous and in rank order: the gathered values are in chunk order
