@@ -10,6 +10,8 @@ it already is. Each reduction is one ``all_reduce`` on a flat buffer per dtype.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .comm import Comm, _check_weight, pack, unpack
@@ -42,6 +44,10 @@ class TorchDistComm(Comm):
         if self._owns_group:
             if backend is None:
                 backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if "nccl" in backend.lower() and os.environ.get("LOCAL_RANK", "").isdigit():
+                # torchrun sets LOCAL_RANK but no device: without this every process
+                # on a node would use cuda:0 (the NCCL device is current_device())
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group(backend=backend)
         self.backend = dist.get_backend(group)
         self.rank = dist.get_rank(group)
