@@ -144,6 +144,29 @@ def test_single_process_comm_is_the_identity():
     comm.check_replicas(net)  # one replica is always consistent
 
 
+def test_a_comm_needs_only_the_sum_hook_for_weighted_means():
+    from xpnn.dist import Comm
+
+    class TwoAlike(Comm):  # two ranks holding the same gradients
+        def _sum(self, flat):
+            return flat * 2
+
+    g = {"a": np.arange(3.0), "b": np.ones(2, dtype=np.float32), "c": np.full(2, 2.0)}
+    out = TwoAlike().allreduce_mean(g, 3)
+    assert list(out) == list(g)
+    for k in g:
+        assert out[k].dtype == g[k].dtype
+        np.testing.assert_array_equal(out[k], g[k])
+    with pytest.raises(TypeError, match="weight must be a number"):
+        TwoAlike().allreduce_mean(g, "3")
+    with pytest.raises(ValueError, match="total weight is 0"):
+        TwoAlike().allreduce_mean(g, 0)
+    # every communicator takes 1-d arrays only, the single-process one too
+    with pytest.raises(ValueError, match=r"allgatherv takes 1-d arrays, got shape \(2, 2\)"):
+        SingleProcessComm().allgatherv(np.zeros((2, 2)))
+    np.testing.assert_array_equal(SingleProcessComm().allgatherv([1.0, 2.0]), [1.0, 2.0])
+
+
 # -- partitions -----------------------------------------------------------------------
 
 

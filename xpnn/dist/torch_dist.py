@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from .comm import Comm, _check_weight, pack, unpack
+from .comm import Comm
 
 __all__ = ["TorchDistComm"]
 
@@ -90,20 +90,11 @@ class TorchDistComm(Comm):
 
         return get_namespace(array).asarray(t.cpu().numpy())
 
-    def allreduce_mean(self, grads: dict, weight) -> dict:
-        out = {}
-        for keys, flat in pack(grads, _check_weight(weight)):
-            out.update(unpack(grads, keys, self._sum(flat)))
-        return {k: out[k] for k in grads}
-
     def allreduce_sum(self, values):
         return self._sum(np.array([float(v) for v in values], dtype=np.float64)).tolist()
 
-    def allgatherv(self, local: np.ndarray) -> np.ndarray:
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
         torch, dist = self._torch, self._dist
-        local = np.ascontiguousarray(local)
-        if local.ndim != 1:
-            raise ValueError(f"allgatherv takes 1-d arrays, got shape {local.shape}")
         counts = self._sum(np.eye(self.size, dtype=np.float64)[self.rank] * local.shape[0])
         counts = [int(c) for c in counts]
         padded = np.zeros(max(counts), dtype=local.dtype)
