@@ -13,7 +13,8 @@ needs ``pip install -e '.[mpi,dask]'``).
    own process running ``net.numerical_gradient`` keeps glibc's default (about 3x
    slower on the seed net); the table's 1-process row says which setting it ran with.
 2. Data-parallel backprop under mpiexec -n 1 and -n 2: gradient, one allreduce_mean
-   (pack + Allreduce + unpack of 39,770 float64) and a whole step.
+   (pack + Allreduce + unpack of 39,761 float64: 39,760 gradient values and the
+   rank's weight) and a whole step.
 3. The 10,000-iteration numerical-gradient run (the post's "17 hours") on N
    machines, extrapolated from measured pieces: every chunk's compute time on one
    core, the per-step work each rank repeats (forward cache, assembly, update), and
@@ -48,7 +49,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from dist_rank import seed_problem  # noqa: E402
+from dist_rank import _timed, seed_problem  # noqa: E402
 
 import xpnn  # noqa: E402
 from xpnn.dist import numerical_gradient, partition  # noqa: E402
@@ -59,12 +60,6 @@ ROUNDS = int(os.environ.get("XPNN_DIST_ROUNDS", "5"))
 ITERATIONS = 10_000  # the post's run
 #: network model for N > 2 machines (assumptions, not measurements): 10 GbE
 LATENCY_S, BANDWIDTH_BPS = 50e-6, 1.25e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _mpiexec() -> str:
