@@ -1,9 +1,10 @@
 """nox sessions: tests on each backend, lint, benchmarks.
 
     nox -s tests        NumPy + array-api-strict
-    nox -s tests_torch  adds PyTorch (CPU build here: torch==2.13.0)
-    nox -s tests_jax    JAX (CPU here) in 64-bit mode
-    nox -s tests_dist   real mpiexec -n 2, a Dask LocalCluster, torchrun (xpnn.dist)
+    nox -s tests_torch  adds PyTorch (CPU build here: torch==2.13.0); not tests/test_dist_*
+    nox -s tests_jax    JAX (CPU here) in 64-bit mode; not tests/test_dist_*
+    nox -s tests_dist   tests/test_dist_* on NumPy, array-api-strict, PyTorch and JAX: real
+                        mpiexec -n 2, a Dask LocalCluster, torchrun (xpnn.dist)
     nox -s tests_cuda   CuPy and PyTorch on a CUDA device (needs a GPU; fails without one)
     nox -s lint         ruff
     nox -s bench        the pytest-benchmark suite, JSON saved under bench/results/
@@ -62,35 +63,43 @@ def tests(session):
     session.run("pytest", "-q", *session.posargs, env=env)
 
 
+#: tests_dist runs these (on every backend it installs); the other sessions skip them
+NOT_DIST = "--ignore-glob=*/test_dist_*.py"
+
+
 @nox.session
 def tests_torch(session):
-    """NumPy, array-api-strict and PyTorch (CPU, and CUDA when torch sees a GPU)."""
+    """NumPy, array-api-strict and PyTorch (CPU, and CUDA when torch sees a GPU), without
+    tests/test_dist_*: tests_dist installs the same torch and runs them."""
     session.install(TORCH)
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs, env=_data_env())
+    session.run("pytest", "-q", NOT_DIST, *session.posargs, env=_data_env())
 
 
 @nox.session
 def tests_jax(session):
     """JAX (CPU here) with JAX_ENABLE_X64=1, so the float64 gradient checks and the
-    1e-12 parity run on it; the backend-independent tests run again too."""
+    1e-12 parity run on it; the backend-independent tests run again too, except
+    tests/test_dist_* (tests_dist runs them, on JAX as well)."""
     session.install(JAX)
     session.install("-e", ".[test]")
     env = {"XPNN_TEST_BACKENDS": "jax", "JAX_ENABLE_X64": "1", **_data_env()}
-    session.run("pytest", "-q", *session.posargs, env=env)
+    session.run("pytest", "-q", NOT_DIST, *session.posargs, env=env)
 
 
 @nox.session
 def tests_dist(session):
-    """Distributed tests: real mpiexec -n 2 (mpi4py + the mpich wheel's mpiexec), a Dask
+    """Distributed tests, tests/test_dist_*, on NumPy, array-api-strict, PyTorch (CPU)
+    and JAX (64-bit): real mpiexec -n 2 (mpi4py + the mpich wheel's mpiexec), a Dask
     LocalCluster with 2 worker processes, torchrun with Gloo; every launch under a 60 s
     timeout. One BLAS thread per process (the runs start 2-3 processes on 2 cores)."""
     session.install(TORCH)
+    session.install(JAX)
     session.install("-e", ".[test,mpi,dask]")
     files = sorted(str(p) for p in Path("tests").glob("test_dist_*.py"))
     session.run("pytest", "-q", "-rs", "-p", "no:cacheprovider", *files, *session.posargs,
                 env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-                     "MKL_NUM_THREADS": "1"})
+                     "MKL_NUM_THREADS": "1", "JAX_ENABLE_X64": "1"})
 
 
 @nox.session

@@ -5,8 +5,10 @@
 
 Each round runs ``xpnn.train`` once per tree in a fresh process (one BLAS thread, NumPy
 backend, float32, random data of MNIST's shape) and records ``meta["train_time"]``
-per iteration (evaluation excluded); rounds alternate the trees so a load change on a
-shared machine hits both alike. Medians and every raw value go to the JSON file.
+per iteration (evaluation excluded); the trees run in turn, old first in even rounds and
+new first in odd ones, so a load change on a shared machine (or a cache warmed by the
+run before) favours neither. Medians and every raw value go to the JSON file; "first"
+says which tree ran first in each round.
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ def main(argv=None) -> int:
         "nets": {},
     }
     for net in args.nets:
-        raw = {"old": [], "new": []}
-        for _ in range(args.rounds):
-            for name in ("old", "new"):
+        raw, order = {"old": [], "new": []}, []
+        for r in range(args.rounds):
+            names = ("old", "new") if r % 2 == 0 else ("new", "old")
+            order.append(names[0])
+            for name in names:
                 raw[name].append(run_once(getattr(args, name), net))
         med = {k: statistics.median(v) for k, v in raw.items()}
-        report["nets"][net] = {"raw_us": raw, "median_us": med,
+        report["nets"][net] = {"raw_us": raw, "first": order, "median_us": med,
                                "new_over_old": med["new"] / med["old"], **NETS[net]}
         print(f"{net}: old {med['old']:.1f} us/iter, new {med['new']:.1f} us/iter, "
               f"new/old {med['new'] / med['old']:.3f}")

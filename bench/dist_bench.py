@@ -7,11 +7,14 @@ needs ``pip install -e '.[mpi,dask]'``).
    thread, so K workers use K cores. The in-process configurations are timed in
    interleaved rounds (round r times every configuration once) so that a load change
    on a shared machine hits them alike.
-   glibc's heap trimming is switched off in every process (the 1-process baseline
-   included; see ``xpnn.dist.executor.keep_freed_memory``), so the comparison is like
-   for like.
+   glibc's heap trimming is switched off in every process: the workers and the MPI
+   ranks do it themselves (``xpnn.dist.executor.keep_freed_memory``), and this driver
+   does it for the 1-process baseline, so the comparison is like for like. A user's
+   own process running ``net.numerical_gradient`` keeps glibc's default (about 3x
+   slower on the seed net); the table's 1-process row says which setting it ran with.
 2. Data-parallel backprop under mpiexec -n 1 and -n 2: gradient, one allreduce_mean
-   (pack + Allreduce + unpack of 39,770 float64) and a whole step.
+   (pack + Allreduce + unpack of 39,761 float64: 39,760 gradient values and the
+   rank's weight) and a whole step.
 3. The 10,000-iteration numerical-gradient run (the post's "17 hours") on N
    machines, extrapolated from measured pieces: every chunk's compute time on one
    core, the per-step work each rank repeats (forward cache, assembly, update), and
@@ -46,7 +49,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from dist_rank import seed_problem  # noqa: E402
+from dist_rank import _timed, seed_problem  # noqa: E402
 
 import xpnn  # noqa: E402
 from xpnn.dist import numerical_gradient, partition  # noqa: E402
@@ -57,12 +60,6 @@ ROUNDS = int(os.environ.get("XPNN_DIST_ROUNDS", "5"))
 ITERATIONS = 10_000  # the post's run
 #: network model for N > 2 machines (assumptions, not measurements): 10 GbE
 LATENCY_S, BANDWIDTH_BPS = 50e-6, 1.25e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def _mpiexec() -> str:
@@ -233,7 +230,13 @@ def markdown(result: dict) -> str:
             "MPI": "MPI, 1 rank (Allgatherv)", "1 process": "1 process (net.numerical_gradient)"}
     for name, values in steps.items():
         ref = next(v for k, v in base.items() if name.startswith(k))
-        lines.append(f"| {name} | {_med(values):.3f} | {min(values):.3f} | "
+        label = name
+        if name == base["1 process"]:
+            label = name[:-1] + ("; glibc trimming off by keep_freed_memory(), which a "
+                                 "user's process does not do)"
+                                 if result["machine"].get("keep_freed_memory")
+                                 else "; glibc's default trimming)")
+        lines.append(f"| {label} | {_med(values):.3f} | {min(values):.3f} | "
                      f"{_med(steps[ref]) / _med(values):.2f}x | "
                      f"{min(steps[ref]) / min(values):.2f}x |")
     shares = result.get("process_pool_worker_wall_cpu_s")
@@ -286,7 +289,9 @@ def markdown(result: dict) -> str:
 
 def main():
     # every process of every configuration runs with glibc's trimming off (the workers
-    # do it themselves, see xpnn.dist.executor.keep_freed_memory): like for like
+    # and ranks do it themselves, see xpnn.dist.executor.keep_freed_memory), this one
+    # for the 1-process row: like for like, but not what a user's process gets (the
+    # row's label says so)
     info = machine_info()
     info["keep_freed_memory"] = keep_freed_memory()
     net, x, T = seed_problem()

@@ -24,7 +24,7 @@ import numpy as np
 
 import xpnn
 from xpnn.dist import MPIComm, abort_on_error, numerical_gradient, partition
-from xpnn.dist.executor import compute_flat, keep_freed_memory
+from xpnn.dist.executor import compute_flat
 from xpnn.nn import numerical as xnum
 
 
@@ -94,7 +94,9 @@ def allreduce(comm, reps):
 
 def main():
     mode, reps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    keep_freed_memory()  # as on every worker and in the driver: like for like
+    # no keep_freed_memory() here: numerical_gradient(executor=comm) sets it on each
+    # rank itself (as for `mpiexec xpnn train --mpi-split parameters`), and the
+    # allreduce mode runs with glibc's defaults, as train(comm=MPIComm()) does
     comm = MPIComm()
     with abort_on_error(comm):
         raw = {"numerical": numerical, "allreduce": allreduce}[mode](comm, reps)

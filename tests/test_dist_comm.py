@@ -29,7 +29,7 @@ from xpnn.dist import (
     shard_range,
 )
 from xpnn.dist.cli import add_dist_flags, dist_setup
-from xpnn.dist.comm import pack, unpack
+from xpnn.dist.comm import host_buffer, pack, to_device_like, unpack
 from xpnn.dist.executor import _payload, chunk_task
 from xpnn.nn.numerical import plan
 
@@ -109,6 +109,17 @@ def test_weighted_mean_of_uneven_shards_is_the_full_batch_gradient(backend, size
     assert _max_rel(plain, net.gradient(x, t)) > 1e-6
 
 
+def test_host_buffer_is_writable_and_contiguous_on_every_backend(to_backend):
+    """Regression: JAX exports read-only host arrays, and MPI's in-place Allreduce on
+    them raised BufferError ("dlpack: buffer is not writable")."""
+    flat = to_backend(np.arange(5.0))
+    buf = host_buffer(flat)
+    assert buf.flags.writeable and buf.flags.c_contiguous
+    np.testing.assert_array_equal(buf, np.arange(5.0))
+    buf += 1.0  # what an in-place reduction does
+    np.testing.assert_array_equal(xpnn.to_numpy(to_device_like(buf, flat)), np.arange(1.0, 6.0))
+
+
 def test_pack_groups_by_dtype_and_keeps_order():
     g = {"a": np.ones((2, 2)), "b": np.ones(3, dtype=np.float32), "c": np.full(2, 2.0)}
     groups = pack(g, 3.0)
@@ -133,6 +144,29 @@ def test_single_process_comm_is_the_identity():
     comm.check_replicas(net)  # one replica is always consistent
 
 
+def test_a_comm_needs_only_the_sum_hook_for_weighted_means():
+    from xpnn.dist import Comm
+
+    class TwoAlike(Comm):  # two ranks holding the same gradients
+        def _sum(self, flat):
+            return flat * 2
+
+    g = {"a": np.arange(3.0), "b": np.ones(2, dtype=np.float32), "c": np.full(2, 2.0)}
+    out = TwoAlike().allreduce_mean(g, 3)
+    assert list(out) == list(g)
+    for k in g:
+        assert out[k].dtype == g[k].dtype
+        np.testing.assert_array_equal(out[k], g[k])
+    with pytest.raises(TypeError, match="weight must be a number"):
+        TwoAlike().allreduce_mean(g, "3")
+    with pytest.raises(ValueError, match="total weight is 0"):
+        TwoAlike().allreduce_mean(g, 0)
+    # every communicator takes 1-d arrays only, the single-process one too
+    with pytest.raises(ValueError, match=r"allgatherv takes 1-d arrays, got shape \(2, 2\)"):
+        SingleProcessComm().allgatherv(np.zeros((2, 2)))
+    np.testing.assert_array_equal(SingleProcessComm().allgatherv([1.0, 2.0]), [1.0, 2.0])
+
+
 # -- partitions -----------------------------------------------------------------------
 
 
@@ -150,6 +184,25 @@ def test_partition_is_contiguous_balanced_and_deterministic(sizes, n_parts):
     costs = [sum(_cost(net, c) for c in p) for p in parts]
     biggest = max(_cost(net, c) for c in chunks)
     assert max(costs) <= sum(costs) / n_parts + biggest
+
+
+@pytest.mark.parametrize("sizes", [[784, 50, 10], [3, 200, 1, 50, 4]])
+def test_partition_gives_each_chunk_to_the_part_of_its_cost_midpoint(sizes):
+    """The searchsorted cut equals the definition (the part p with p <= mid * n / total
+    < p + 1), also with more parts than chunks."""
+    from xpnn.dist.executor import _cost
+
+    net = xpnn.MLP(sizes, dtype="float64", seed=0)
+    chunks = plan(net, 100, memory_budget=2**16)
+    each = np.array([_cost(net, c) for c in chunks], dtype=np.float64)
+    mids = np.cumsum(each) - each / 2
+    for n_parts in (1, 2, 5, 128, len(chunks) + 3):
+        owner = np.minimum((mids * n_parts / np.cumsum(each)[-1]).astype(int), n_parts - 1)
+        want = [[] for _ in range(n_parts)]
+        for c, o in zip(chunks, owner, strict=True):
+            want[o].append(c)
+        assert partition(net, chunks, n_parts) == want
+    assert partition(net, [], 3) == [[], [], []]
 
 
 # -- parameter-parallel numerical gradients in one process ---------------------------
@@ -172,6 +225,29 @@ def test_numerical_gradient_equals_the_single_process_one(backend):
             got = numerical_gradient(net, x, T, executor=pool, memory_budget=4096, tasks=tasks)
             assert _max_rel(got, want) <= 1e-12
             assert all(got[k].dtype == net.params[k].dtype for k in got)
+
+
+def test_assemble_cuts_the_gathered_differences_back_into_parameters(backend):
+    from xpnn.backend import device_of
+    from xpnn.dist.executor import _assemble
+    from xpnn.nn.numerical import Chunk
+
+    net, _, _ = problem(backend, [5, 4, 3], weight_decay=0.02)
+    chunks = plan(net, 10, memory_budget=2048)
+    flat = np.arange(1.0, 1 + sum(c.stop - c.start for c in chunks))
+    got = _assemble(net, chunks, flat)
+    assert all(device_of(g) == net.device for g in got.values())
+    got = host(got)
+    start = 0
+    for k, v in host(net.params).items():
+        want = flat[start : start + v.size].reshape(v.shape) + (0.02 * v if k[0] == "W" else 0)
+        np.testing.assert_array_equal(got[k], want)
+        start += v.size
+    swapped = [chunks[1], chunks[0], *chunks[2:]]
+    gap = [c if c != chunks[3] else Chunk(c.key, c.start + 1, c.stop) for c in chunks]
+    for bad in (chunks[1:], chunks[:-1], swapped, gap, chunks + chunks[-1:]):
+        with pytest.raises(RuntimeError, match="do not cover the parameters"):
+            _assemble(net, bad, flat)
 
 
 def test_numerical_gradient_argument_errors():
@@ -291,6 +367,29 @@ def test_train_numerical_takes_an_executor():
                        progress=False, executor=executor)
             runs.append(host(net.params))
     assert _max_rel(runs[1], runs[0]) <= 1e-12 and _max_rel(runs[2], runs[0]) <= 1e-12
+
+
+def test_comm_ranks_keep_freed_memory_but_the_callers_process_does_not(monkeypatch):
+    """The ranks of ``mpiexec xpnn train --mpi-split parameters`` get the malloc setting
+    the pool workers (and the benchmark's ranks) have; a SingleProcessComm, which runs
+    in the user's own process, does not change it."""
+    from xpnn.dist import Comm
+    from xpnn.dist import executor as ex
+
+    calls = []
+    monkeypatch.setattr(ex, "keep_freed_memory", lambda: calls.append(1) or True)
+
+    class OneRank(Comm):  # a multi-process comm's code path, on one rank
+        def allgatherv(self, local):
+            return np.asarray(local)
+
+    net, x, t = problem(("numpy", None), [5, 4, 3], n=6)
+    x, T = _prepared(net, x, t)
+    want = numerical_gradient(net, x, T, executor=SingleProcessComm(), memory_budget=2048)
+    assert calls == []
+    got = numerical_gradient(net, x, T, executor=OneRank(), memory_budget=2048)
+    assert calls == [1]
+    assert _max_rel(got, want) == 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")

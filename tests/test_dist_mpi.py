@@ -16,7 +16,8 @@ TIMEOUT = dist_launch.TIMEOUT
 
 def run_ranks(scenario, tmp_path, n=2, backend="numpy", device=""):
     return dist_launch.run_ranks(dist_launch.mpiexec, scenario, tmp_path, n,
-                                 env={"XPNN_TEST_BACKEND": backend, "XPNN_TEST_DEVICE": device})
+                                 env={"XPNN_TEST_BACKEND": backend, "XPNN_TEST_DEVICE": device,
+                                      "JAX_ENABLE_X64": "1"})
 
 
 def _torch_cuda() -> bool:
@@ -31,8 +32,9 @@ def _ok(proc):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("backend, device", [("numpy", ""), ("torch", ""), ("torch", "cuda")],
-                         ids=["numpy", "torch", "torch-cuda"])
+@pytest.mark.parametrize("backend, device",
+                         [("numpy", ""), ("torch", ""), ("torch", "cuda"), ("jax", "")],
+                         ids=["numpy", "torch", "torch-cuda", "jax"])
 def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, backend, device):
     if backend not in available_backends():
         pytest.skip(f"{backend} is not installed")
@@ -53,8 +55,11 @@ def test_collectives_shards_replicas_and_parameter_parallel_gradient(tmp_path, b
     assert r0["numerical_max_abs_diff"] == r1["numerical_max_abs_diff"]
 
 
-def test_train_with_mpi_comm_matches_single_process(tmp_path):
-    proc, outs, _ = run_ranks("train", tmp_path)
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_train_with_mpi_comm_matches_single_process(tmp_path, backend):
+    if backend not in available_backends():
+        pytest.skip(f"{backend} is not installed")
+    proc, outs, _ = run_ranks("train", tmp_path, backend=backend)
     _ok(proc)
     assert outs[0]["digest"] == outs[1]["digest"]  # replicas stay bitwise identical
     for out in outs:

@@ -51,3 +51,30 @@ def test_a_raising_process_ends_the_run(tmp_path):
     proc, outs, seconds = run_ranks("raise_on_one", tmp_path, "gloo")
     assert proc.returncode != 0 and outs == [None, None]
     assert "boom on purpose" in proc.stdout + proc.stderr
+
+
+def test_an_nccl_group_created_here_uses_the_local_rank_gpu(monkeypatch):
+    """torchrun sets LOCAL_RANK but no CUDA device; an NCCL group created by
+    TorchDistComm must select cuda:LOCAL_RANK before init_process_group, or every process
+    of a node uses cuda:0. Mocked (no GPU needed): the calls and their order."""
+    from xpnn.dist.torch_dist import TorchDistComm
+
+    dist, calls = torch.distributed, []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(dist, "get_backend",
+                        lambda group=None: [c for c in calls if isinstance(c, str)][-1])
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("device", d)))
+    monkeypatch.setattr(torch.cuda, "current_device",
+                        lambda: [c[1] for c in calls if isinstance(c, tuple)][-1])
+    comm = TorchDistComm(backend="nccl")
+    assert calls == [("device", 1), "nccl"]
+    assert comm._device == torch.device("cuda", 1)
+    comm._owns_group = False  # nothing to destroy
+
+    calls.clear()
+    TorchDistComm(backend="gloo")._owns_group = False
+    assert calls == ["gloo"]  # a Gloo group leaves the device alone

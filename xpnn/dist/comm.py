@@ -41,12 +41,29 @@ class Comm:
         return self.rank == 0
 
     def allreduce_mean(self, grads: dict, weight) -> dict:
+        """The weighted mean of ``grads`` over the ranks: one ``_sum`` of a flat buffer
+        per dtype (see ``pack``)."""
+        out = {}
+        for keys, flat in pack(grads, weight):
+            out.update(unpack(grads, keys, self._sum(flat)))
+        return {k: out[k] for k in grads}
+
+    def _sum(self, flat):
+        """For ``allreduce_mean``: the element-wise sum over the ranks of the 1-d backend
+        array ``flat``, on its backend and device (``flat`` may be reduced in place)."""
         raise NotImplementedError
 
     def allreduce_sum(self, values):
         raise NotImplementedError
 
     def allgatherv(self, local: np.ndarray) -> np.ndarray:
+        local = np.ascontiguousarray(local)
+        if local.ndim != 1:
+            raise ValueError(f"allgatherv takes 1-d arrays, got shape {local.shape}")
+        return self._allgatherv(local)
+
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
+        """For ``allgatherv``: the ranks' contiguous 1-d ``local`` in rank order."""
         raise NotImplementedError
 
     def bcast(self, obj):
@@ -129,8 +146,8 @@ class SingleProcessComm(Comm):
     def allreduce_sum(self, values):
         return [float(v) for v in values]
 
-    def allgatherv(self, local: np.ndarray) -> np.ndarray:
-        return np.asarray(local)
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
+        return local
 
     def bcast(self, obj):
         return obj
@@ -180,8 +197,10 @@ def unpack(grads: dict, keys, flat) -> dict:
 
 
 def host_buffer(flat) -> np.ndarray:
-    """A writable, contiguous host copy (or view, for NumPy) of a device array."""
-    return np.ascontiguousarray(to_numpy(flat))
+    """A writable, contiguous host copy (or view, for NumPy) of a device array. JAX
+    exports read-only buffers through DLPack (and MPI's in-place Allreduce refuses
+    them), so those are copied."""
+    return np.require(to_numpy(flat), requirements=("C", "W"))
 
 
 def to_device_like(host: np.ndarray, like):

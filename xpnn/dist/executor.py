@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import math
 import os
 import uuid
 
@@ -28,7 +29,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..nn import numerical as _numerical
 from ..nn.mlp import MLP
-from .comm import Comm
+from .comm import Comm, SingleProcessComm
 
 __all__ = ["numerical_gradient", "partition", "WorkerMismatchError"]
 
@@ -37,15 +38,17 @@ class WorkerMismatchError(RuntimeError):
     """A worker cannot compute a task as asked (other xpnn version, other dtype)."""
 
 
-def _cost(net, chunk) -> float:
-    """Relative cost of a chunk: multiply-adds per row of one perturbation (the rank-1
-    update of the next pre-activation, the full layers above it, the loss), times the
-    chunk's length."""
-    sizes = net.sizes
-    layer = int(chunk.key[1:]) - 1
+def _unit_cost(sizes, key: str) -> int:
+    """Multiply-adds per row of one perturbation of an element of parameter ``key``:
+    the rank-1 update of the next pre-activation, the full layers above it, the loss."""
+    layer = int(key[1:]) - 1
     above = sum(sizes[i] * sizes[i + 1] for i in range(layer + 2, len(sizes) - 1))
-    return (chunk.stop - chunk.start) * (sizes[min(layer + 2, len(sizes) - 1)] + above
-                                         + 2 * sizes[-1])
+    return sizes[min(layer + 2, len(sizes) - 1)] + above + 2 * sizes[-1]
+
+
+def _cost(net, chunk) -> float:
+    """Relative cost of a chunk: ``_unit_cost`` of its parameter times its length."""
+    return (chunk.stop - chunk.start) * _unit_cost(net.sizes, chunk.key)
 
 
 def partition(net, chunks, n_parts: int) -> list[list]:
@@ -54,13 +57,20 @@ def partition(net, chunks, n_parts: int) -> list[list]:
     parts."""
     if n_parts < 1:
         raise ValueError(f"the number of parts must be >= 1, got {n_parts}")
-    each = np.array([_cost(net, c) for c in chunks], dtype=np.float64)
+    unit = {key: _unit_cost(net.sizes, key) for key in {c.key for c in chunks}}
+    each = np.fromiter(((c.stop - c.start) * unit[c.key] for c in chunks),
+                       dtype=np.float64, count=len(chunks))
     ends = np.cumsum(each)
     total = ends[-1] if len(ends) else 0.0
-    # a chunk goes to the part its cost midpoint falls in
+    # a chunk goes to the part its cost midpoint falls in; the midpoints increase, so
+    # the owners never decrease (the running maximum only makes that explicit) and
+    # each part is the run of chunks between two cut points
     mids = ends - each / 2
     owner = np.minimum((mids * n_parts / max(total, 1e-300)).astype(int), n_parts - 1)
-    return [[c for c, o in zip(chunks, owner, strict=True) if o == p] for p in range(n_parts)]
+    owner = np.maximum.accumulate(owner) if len(owner) else owner
+    cuts = [0, *np.searchsorted(owner, np.arange(1, n_parts), side="left").tolist(),
+            len(chunks)]
+    return [list(chunks[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
 # -- the worker side -------------------------------------------------------------------
@@ -125,8 +135,10 @@ def keep_freed_memory() -> bool:
     the seed net (784-50-10, float64, batch 100), one core: ~440,000 minor page faults
     and 1.2-1.9 s CPU per gradient, against 0 faults and 0.41 s with this setting. Dask
     workers are worse off: they start with MALLOC_TRIM_THRESHOLD_=65536, which also
-    fixes the mmap threshold at 128 KiB. Applied in worker processes only (they run
-    nothing else of ours); a no-op off glibc."""
+    fixes the mmap threshold at 128 KiB. Applied in processes that exist to compute
+    chunks only: executor workers, and the ranks of a multi-process ``Comm`` (MPI or
+    torch.distributed processes started for the run), not in the caller's own process
+    (``net.numerical_gradient``, ``SingleProcessComm``); a no-op off glibc."""
     if _WORKER_CACHE.get("malloc") is not None:
         return _WORKER_CACHE["malloc"]
     ok = False
@@ -218,17 +230,27 @@ def executor_workers(executor) -> int:
 
 
 def _assemble(net, chunks, flat: np.ndarray) -> dict:
-    """The gradient from the concatenated differences ``flat`` of ``chunks``."""
-    n = sum(c.stop - c.start for c in chunks)
+    """The gradient from the concatenated differences ``flat`` of ``chunks``, which
+    cover the parameters in order (a plan, or its groups concatenated): one host to
+    device copy of ``flat``, then one slice per parameter (not one copy per chunk)."""
+    sizes = {k: math.prod(v.shape) for k, v in net.params.items()}
+    reached: dict | None = {}  # key -> end of its chunks so far, in order of appearance
+    last = None
+    for c in chunks:
+        if (c.key != last and c.key in reached) or reached.get(c.key, 0) != c.start:
+            reached = None  # a parameter resumed after another one, a gap or an overlap
+            break
+        reached[c.key], last = c.stop, c.key
+    if reached is None or list(reached.items()) != list(sizes.items()):
+        raise RuntimeError("the chunks do not cover the parameters once each, in order")
+    n = sum(sizes.values())
     if flat.shape != (n,):
         raise RuntimeError(f"the chunks came back with shape {flat.shape}, expected ({n},)")
-    xp, dev = net.xp, net.device
-    parts: dict = {k: [] for k in net.params}
-    start = 0
-    for c in chunks:
-        piece = np.ascontiguousarray(flat[start : start + c.stop - c.start], dtype=net.dtype_name)
-        parts[c.key].append(xp.asarray(piece, device=dev))
-        start += c.stop - c.start
+    whole = net.xp.asarray(np.ascontiguousarray(flat, dtype=net.dtype_name), device=net.device)
+    parts, start = {}, 0
+    for k, size in sizes.items():
+        parts[k] = [whole[start : start + size]]
+        start += size
     return _numerical.assemble(net, parts)
 
 
@@ -265,6 +287,8 @@ def _by_executor(net, x, T, h, executor, chunks, tasks) -> dict:
 
 
 def _by_comm(net, x, T, h, comm: Comm, chunks) -> dict:
+    if not isinstance(comm, SingleProcessComm):
+        keep_freed_memory()  # a rank is a dedicated process, like a pool worker
     mine = partition(net, chunks, comm.size)[comm.rank]
     flat = compute_flat(net, x, T, mine, h, _numerical.forward_cache(net, x))
     # the groups are contiguous and in rank order: the gathered values are in chunk order

@@ -24,7 +24,7 @@ import traceback
 
 import numpy as np
 
-from .comm import Comm, _check_weight, host_buffer, pack, to_device_like, unpack
+from .comm import Comm, host_buffer, to_device_like
 
 __all__ = ["MPIComm", "abort_on_error", "mpi_world_size"]
 
@@ -80,7 +80,7 @@ class MPIComm(Comm):
     def __repr__(self):
         return f"MPIComm(rank={self.rank}, size={self.size})"
 
-    def _allreduce_inplace(self, flat):
+    def _sum(self, flat):
         """Sum ``flat`` over the ranks; returns the summed array (same backend/device)."""
         if self.cuda_aware and _on_gpu(flat):
             _synchronize(flat)  # MPI reads the buffer outside the backend's stream
@@ -90,21 +90,12 @@ class MPIComm(Comm):
         self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
         return to_device_like(buf, flat)
 
-    def allreduce_mean(self, grads: dict, weight) -> dict:
-        out = {}
-        for keys, flat in pack(grads, _check_weight(weight)):
-            out.update(unpack(grads, keys, self._allreduce_inplace(flat)))
-        return {k: out[k] for k in grads}
-
     def allreduce_sum(self, values):
         buf = np.array([float(v) for v in values], dtype=np.float64)
         self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
         return buf.tolist()
 
-    def allgatherv(self, local: np.ndarray) -> np.ndarray:
-        local = np.ascontiguousarray(local)
-        if local.ndim != 1:
-            raise ValueError(f"allgatherv takes 1-d arrays, got shape {local.shape}")
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
         meta = self.comm.allgather((local.shape[0], local.dtype.str))
         dtypes = {d for _, d in meta}
         if len(dtypes) != 1:

@@ -10,9 +10,11 @@ it already is. Each reduction is one ``all_reduce`` on a flat buffer per dtype.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from .comm import Comm, _check_weight, pack, unpack
+from .comm import Comm
 
 __all__ = ["TorchDistComm"]
 
@@ -42,6 +44,10 @@ class TorchDistComm(Comm):
         if self._owns_group:
             if backend is None:
                 backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if "nccl" in backend.lower() and os.environ.get("LOCAL_RANK", "").isdigit():
+                # torchrun sets LOCAL_RANK but no device: without this every process
+                # on a node would use cuda:0 (the NCCL device is current_device())
+                torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
             dist.init_process_group(backend=backend)
         self.backend = dist.get_backend(group)
         self.rank = dist.get_rank(group)
@@ -84,20 +90,11 @@ class TorchDistComm(Comm):
 
         return get_namespace(array).asarray(t.cpu().numpy())
 
-    def allreduce_mean(self, grads: dict, weight) -> dict:
-        out = {}
-        for keys, flat in pack(grads, _check_weight(weight)):
-            out.update(unpack(grads, keys, self._sum(flat)))
-        return {k: out[k] for k in grads}
-
     def allreduce_sum(self, values):
         return self._sum(np.array([float(v) for v in values], dtype=np.float64)).tolist()
 
-    def allgatherv(self, local: np.ndarray) -> np.ndarray:
+    def _allgatherv(self, local: np.ndarray) -> np.ndarray:
         torch, dist = self._torch, self._dist
-        local = np.ascontiguousarray(local)
-        if local.ndim != 1:
-            raise ValueError(f"allgatherv takes 1-d arrays, got shape {local.shape}")
         counts = self._sum(np.eye(self.size, dtype=np.float64)[self.rank] * local.shape[0])
         counts = [int(c) for c in counts]
         padded = np.zeros(max(counts), dtype=local.dtype)
