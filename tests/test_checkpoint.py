@@ -684,6 +684,8 @@ def test_hostile_safetensors_headers_are_refused_before_reading(tmp_path):
             json.dumps(header["W1"]).encode() + b"}")
     refused("__metadata__ is not a str -> str",
             header={**header, "__metadata__": {"xpnn.architecture": {"sizes": [1]}}})
+    for junk in ([], "", 0, None):
+        refused("__metadata__ is not a str -> str", header={**header, "__metadata__": junk})
     # each tensor's entry
     refused("not a dtype/shape/data_offsets entry", header={**header, "W1": [1, 2]})
     refused("dtype 'BF16'", header=with_entry("W1", dtype="BF16"))

@@ -207,7 +207,7 @@ def read_header(f, file_size: int) -> tuple[dict, dict]:
                       f"({type(exc).__name__}: {exc})") from None
     if not isinstance(header, dict):
         raise Damaged("damaged checkpoint: the safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", {})
     if not isinstance(metadata, dict) or not all(
             isinstance(v, str) for v in metadata.values()):
         raise Damaged("damaged checkpoint: the safetensors __metadata__ is not a str -> str "
