@@ -1,10 +1,11 @@
-"""Hand-made checkpoint files (valid, damaged and hostile) and a memory meter, shared by
-tests/test_checkpoint.py and tests/test_fuzz_files.py."""
+"""Hand-made checkpoint files (valid, damaged and hostile; safetensors and the old .npz)
+and a memory meter, shared by tests/test_checkpoint.py and tests/test_fuzz_files.py."""
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 import tracemalloc
 import zipfile
 
@@ -74,3 +75,59 @@ def peak_bytes(call) -> tuple[int, object]:
     finally:
         tracemalloc.stop()
     return peak, outcome
+
+
+# ------------------------------------------------------------- safetensors files
+
+ST_CODES = {"float16": "F16", "float32": "F32", "float64": "F64", "int8": "I8",
+            "int16": "I16", "int32": "I32", "int64": "I64", "uint8": "U8", "bool": "BOOL"}
+
+
+def st_layout(arrays: dict, metadata: dict | None = None) -> tuple[dict, bytes]:
+    """(header, data) of a safetensors file holding ``arrays`` back to back, in order."""
+    header = {} if metadata is None else {"__metadata__": dict(metadata)}
+    data = b""
+    for name, value in arrays.items():
+        value = np.ascontiguousarray(value)
+        raw = value.astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": ST_CODES[value.dtype.name], "shape": list(value.shape),
+                        "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    return header, data
+
+
+def st_bytes(header: dict, data: bytes = b"", length: int | None = None) -> bytes:
+    """A safetensors file: ``header`` as JSON (its length, or ``length``) then ``data``."""
+    raw = json.dumps(header).encode() if isinstance(header, dict) else header
+    return struct.pack("<Q", len(raw) if length is None else length) + raw + data
+
+
+def st_metadata(net=None, arch=None) -> dict:
+    """The metadata xpnn writes, for ``net``'s architecture or ``arch`` (a dict or raw
+    string)."""
+    arch = config.to_config(net) if arch is None else arch
+    return {"xpnn.format_version": "1", "xpnn.version": xpnn.__version__,
+            "xpnn.architecture": arch if isinstance(arch, str) else json.dumps(arch)}
+
+
+def st_parts(net, arch=None, extra=None) -> tuple[dict, bytes]:
+    """(header, data) of ``net``'s checkpoint (with ``extra`` tensors), built by hand."""
+    arrays = {k: xpnn.to_numpy(v) for k, v in net.params.items()}
+    arrays.update({f"extra/{k}": v for k, v in (extra or {}).items()})
+    return st_layout(arrays, st_metadata(net, arch))
+
+
+def dying_writes(monkeypatch, written: int, error=OSError) -> None:
+    """Make checkpoint saves die after ``written`` bytes (OSError 'disk full' or
+    ``error()``, e.g. KeyboardInterrupt), inside the real ``atomic_write``."""
+    from xpnn.io import atomic, checkpoint
+
+    def dying(path, write):
+        def part(f):
+            write(f)
+            f.truncate(written)
+            raise error("disk full") if error is OSError else error()
+
+        atomic.atomic_write(path, part)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", dying)

@@ -119,7 +119,7 @@ def test_train_moons_end_to_end(capsys, tmp_path):
     assert data["meta"]["cli"]["dataset"] == "moons"
     assert history.final["train_acc"] > 0.8
 
-    net = checkpoint.load(out_dir / "model.npz")
+    net = checkpoint.load(out_dir / "model.safetensors")
     assert net.sizes == [2, 3, 2] and net.activations == ["tanh"]
     x, t = xpnn.data.make_moons(200, noise=0.2, seed=0)
     p = xpnn.to_numpy(net.predict(x))
@@ -146,7 +146,7 @@ def test_train_spirals_deep_custom_flags(capsys, tmp_path):
     assert history.meta["activations"] == ["relu", "tanh"]
     assert history.meta["optimizer"] == "adam" and history.meta["dtype"] == "float64"
     assert history.iteration[-1] == 15  # 5 epochs of ceil(90 / 30) batches
-    net = checkpoint.load(tmp_path / "model.npz")
+    net = checkpoint.load(tmp_path / "model.safetensors")
     assert net.dtype_name == "float64"
 
 
@@ -155,7 +155,7 @@ def test_train_no_hidden_binary(capsys, tmp_path):
                            "binary_cross_entropy", "--iters", "50", "--out", str(tmp_path),
                            "--quiet")
     assert code == 0, err
-    net = checkpoint.load(tmp_path / "model.npz")
+    net = checkpoint.load(tmp_path / "model.safetensors")
     assert net.sizes == [2, 1] and net.loss_name == "binary_cross_entropy"
 
 
@@ -165,7 +165,7 @@ def test_train_default_out_folder(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and runs[0].name.startswith("moons-")
-    assert (runs[0] / "model.npz").exists()
+    assert (runs[0] / "model.safetensors").exists()
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def test_train_torch_backend(capsys, tmp_path, one_torch_thread):
                              "--iters", "100", "--out", str(tmp_path), "--quiet")
     assert code == 0, err
     assert "torch float32" in out
-    net = checkpoint.load(tmp_path / "model.npz", backend="torch")
+    net = checkpoint.load(tmp_path / "model.safetensors", backend="torch")
     assert net.backend == "torch"
 
 
@@ -368,7 +368,7 @@ def test_train_sign_language_two_classes(capsys, tmp_path, data_dir):
         "--out", str(tmp_path), "--quiet",
     )
     assert code == 0, err
-    net = checkpoint.load(tmp_path / "model.npz")
+    net = checkpoint.load(tmp_path / "model.safetensors")
     assert net.sizes == [4096, 3, 1]
 
 
@@ -420,7 +420,7 @@ def assert_partial_run_saved(out, seen, reason):
     assert history.iteration == [0, 3, 6]
     assert history.meta["cli"]["stopped"] == reason
     assert history.meta["cli"]["dataset"] == "moons"
-    net = checkpoint.load(out / "model.npz")
+    net = checkpoint.load(out / "model.safetensors")
     for key, value in seen["params"].items():
         np.testing.assert_array_equal(xpnn.to_numpy(net.params[key]), value)
 
@@ -435,7 +435,7 @@ def test_ctrl_c_during_training_saves_the_partial_run_and_exits_130(capsys, tmp_
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xpnn: interrupted"), err
     assert "stopped after iteration 7" in err and str(out) in err
-    assert "history.json" in err and "model.npz" in err
+    assert "history.json" in err and "model.safetensors" in err
     assert_partial_run_saved(out, seen, "interrupted")
 
 
@@ -466,11 +466,11 @@ def test_diverged_run_writes_history_and_last_good_model(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--lr", "1e30",
                            "--weight-init", "10", "--iters", "50", "--out", str(out), "--quiet")
     assert code == 1
-    assert str(out) in err and "model.npz" in err
+    assert str(out) in err and "model.safetensors" in err
     history = History.load_json(out / "history.json")
     assert history.meta["cli"]["stopped"] == "diverged"
     assert history.meta["diverged_at"] >= 1
-    net = checkpoint.load(out / "model.npz")
+    net = checkpoint.load(out / "model.safetensors")
     assert all(np.isfinite(xpnn.to_numpy(p)).all() for p in net.params.values())
 
 
@@ -847,7 +847,7 @@ def test_readme_command_line_section_matches_the_flags():
     mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", section))
     assert mentioned, "the README's command-line section names no flags"
     assert mentioned <= known, f"README names flags the CLI lacks: {mentioned - known}"
-    for text in ("130", "--out", "history.json", "model.npz"):
+    for text in ("130", "--out", "history.json", "model.safetensors"):
         assert text in section, text
 
 
@@ -875,7 +875,7 @@ def test_real_ctrl_c_exits_130_with_one_line(tmp_path):
     if "wrote" in err:
         history = History.load_json(out / "history.json")
         assert history.meta["cli"]["stopped"] == "interrupted"
-        checkpoint.load(out / "model.npz")
+        checkpoint.load(out / "model.safetensors")
     else:
         assert not out.exists()
 

@@ -20,11 +20,16 @@ import numpy as np
 import pytest
 from hostile_files import (
     MB,
+    ST_CODES,
+    dying_writes,
     entries_of,
     marker,
     npy_header,
     peak_bytes,
     small_net,
+    st_bytes,
+    st_metadata,
+    st_parts,
     write_zip,
 )
 from hypothesis import HealthCheck, assume, given, settings
@@ -68,10 +73,13 @@ def _within_bounds(call, file_size: int, *errors):
 
 @pytest.fixture(scope="module")
 def good_checkpoints(tmp_path_factory):
-    """The bytes of a valid checkpoint, stored and deflated."""
+    """The bytes of a valid checkpoint: safetensors (with training state) and the old
+    .npz, stored and deflated."""
     folder = tmp_path_factory.mktemp("good")
     net = small_net()
-    out = {}
+    net.save(folder / "st", extra={"step": np.asarray(3), "m": np.ones((2, 3))},
+             extra_meta={"iteration": 3})
+    out = {"safetensors": (folder / "st").read_bytes()}
     for name, compression in (("stored", zipfile.ZIP_STORED),
                               ("deflated", zipfile.ZIP_DEFLATED)):
         write_zip(folder / name, entries_of(net), compression=compression)
@@ -90,7 +98,8 @@ def _check_loaded(path, size):
 
 
 @FUZZ
-@given(kind=st.sampled_from(["stored", "deflated"]), data=st.data())
+@given(kind=st.sampled_from(["safetensors", "safetensors", "stored", "deflated"]),
+       data=st.data())
 def test_damaged_checkpoints(good_checkpoints, tmp_path, kind, data):
     _, files = good_checkpoints
     blob = bytearray(files[kind])
@@ -108,7 +117,7 @@ def test_damaged_checkpoints(good_checkpoints, tmp_path, kind, data):
             del blob[at:]
         else:
             blob[at:at] = data.draw(st.binary(min_size=1, max_size=64), label="bytes")
-    path = tmp_path / "damaged.npz"
+    path = tmp_path / "damaged.ckpt"
     path.write_bytes(bytes(blob))
     _check_loaded(path, len(blob))
 
@@ -163,11 +172,55 @@ def test_hostile_checkpoints(tmp_path, arch, entries, use_net, compression):
     _check_loaded(path, path.stat().st_size)
 
 
+_ST_NAMES = st.sampled_from(["W1", "b1", "W2", "b2", "W3", "b3", "extra/x", "other",
+                             "__metadata__"])
+_ST_DTYPES = st.sampled_from([*ST_CODES.values(), "BF16", "F8_E4M3", "C64", "f8", 3])
+_OFFSETS = st.sampled_from([0, 1, 8, 24, 40, 160, 10**6, 2**40, 2**64 - 1, -8])
+
+
+@st.composite
+def _st_entry(draw):
+    """A header entry: mostly well formed, with any claim."""
+    how = draw(st.sampled_from(["entry", "entry", "entry", "junk"]))
+    if how == "junk":
+        return draw(_JSON)
+    entry = {"dtype": draw(_ST_DTYPES),
+             "shape": draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 5, 6, 10**7, 2**40, -1]),
+                                    max_size=3)),
+             "data_offsets": draw(st.lists(_OFFSETS, min_size=2, max_size=2))}
+    if draw(st.booleans()):  # offsets that agree with the claim
+        itemsize = {"F16": 2, "F32": 4, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+        begin = entry["data_offsets"][0]
+        size = int(np.prod(entry["shape"], dtype=object)) * itemsize.get(entry["dtype"], 8)
+        entry["data_offsets"] = [begin, begin + size]
+    return entry
+
+
+@FUZZ
+@given(arch=_architectures(), entries=st.dictionaries(_ST_NAMES, _st_entry(), max_size=4),
+       use_net=st.booleans(), tail=st.sampled_from([0, 8, -8]), data=st.data())
+def test_hostile_safetensors(tmp_path, arch, entries, use_net, tail, data):
+    header, blob = st_parts(small_net()) if use_net else ({}, b"")
+    header["__metadata__"] = st_metadata(arch=arch)
+    header.update(entries)
+    if data.draw(st.sampled_from([False, False, False, True]), label="metadata junk"):
+        header["__metadata__"] = data.draw(_JSON, label="metadata")
+    blob = blob + bytes(tail) if tail >= 0 else blob[:tail]
+    length = data.draw(st.sampled_from([None, None, None, 0, 1, 2**20 + 1, 2**63]),
+                       label="length")
+    path = tmp_path / "hostile.safetensors"
+    path.write_bytes(st_bytes(header, blob, length))
+    _check_loaded(path, path.stat().st_size)
+
+
 @FUZZ
 @given(blob=st.one_of(st.binary(max_size=300),
                       st.text(max_size=200).map(str.encode),
                       st.binary(max_size=40).map(lambda b: b"PK\x03\x04" + b),
-                      st.binary(max_size=40).map(lambda b: b"\x93NUMPY" + b)))
+                      st.binary(max_size=40).map(lambda b: b"\x93NUMPY" + b),
+                      st.builds(lambda n, b: n.to_bytes(8, "little") + b"{" + b,
+                                st.sampled_from([0, 1, 2, 10, 100, 2**20, 2**64 - 1]),
+                                st.binary(max_size=100))))
 def test_arbitrary_bytes_are_not_checkpoints(tmp_path, blob):
     path = tmp_path / "x.npz"
     path.write_bytes(blob)
@@ -213,7 +266,7 @@ def test_round_trip_is_exact(tmp_path, sizes, activation, dtype, seed):
     loss = "mse" if sizes[-1] == 1 else "softmax_cross_entropy"
     net = xpnn.MLP(sizes, activation=activation, loss=loss, dtype=dtype, seed=seed,
                    weight_init=0.5)
-    path = tmp_path / "net.npz"
+    path = tmp_path / "net.safetensors"
     net.save(path)
     back = load(path)
     assert config.to_config(back) == config.to_config(net)
@@ -229,7 +282,7 @@ def test_round_trip_is_exact(tmp_path, sizes, activation, dtype, seed):
        written=st.integers(0, 5000))
 def test_failed_save_keeps_the_old_file(tmp_path_factory, monkeypatch, failure, written):
     folder = tmp_path_factory.mktemp("save")
-    path = folder / "net.npz"
+    path = folder / "net.safetensors"
     small_net().save(path)
     good = path.read_bytes()
     net = small_net(seed=7)
@@ -239,19 +292,12 @@ def test_failed_save_keeps_the_old_file(tmp_path_factory, monkeypatch, failure, 
     elif failure == "shape":
         net.params["W3"] = net.params["W3"][:, :2]
     else:  # the writer dies part-way, after `written` bytes
-        real = np.savez
         expected = OSError if failure == "write" else KeyboardInterrupt
-
-        def dying(f, **arrays):
-            real(f, **arrays)
-            f.truncate(written)
-            raise expected("disk full") if expected is OSError else expected()
-
-        monkeypatch.setattr(np, "savez", dying)
+        dying_writes(monkeypatch, written, expected)
     with pytest.raises(expected):
         net.save(path)
     monkeypatch.undo()
-    assert path.read_bytes() == good and os.listdir(folder) == ["net.npz"]
+    assert path.read_bytes() == good and os.listdir(folder) == ["net.safetensors"]
     np.testing.assert_array_equal(load(path).params["W1"], small_net().params["W1"])
 
 

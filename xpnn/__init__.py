@@ -11,7 +11,7 @@ from .backend import (
     to_numpy,
 )
 from .io import checkpoint
-from .io.checkpoint import load
+from .io.checkpoint import Checkpoint, load, read_checkpoint, save
 from .nn.gradcheck import GradientCheck, ParamCheck, gradient_check
 from .nn.layers import ACTIVATIONS, ELU, Affine, Identity, ReLU, Sigmoid, Tanh
 from .nn.losses import (
@@ -45,6 +45,7 @@ __all__ = [
     "OPTIMIZERS",
     "SGD",
     "AdaGrad",
+    "Checkpoint",
     "Adam",
     "CosineLR",
     "History",
@@ -63,6 +64,8 @@ __all__ = [
     "io",
     "training",
     "plotting",
+    "read_checkpoint",
+    "save",
     "train",
     "ACTIVATIONS",
     "BACKENDS",

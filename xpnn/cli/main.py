@@ -8,7 +8,7 @@
 Bad flags and bad values end in one line ``xpnn: error: ...`` on stderr and exit
 code 2 (set ``XPNN_DEBUG=1`` to see the traceback of a library error instead).
 A run that fails or is interrupted after training started still writes what it did
-(history.json, model.npz) and says where; see ``main`` for the exit codes.
+(history.json, model.safetensors) and says where; see ``main`` for the exit codes.
 """
 
 from __future__ import annotations
@@ -129,11 +129,12 @@ _EXIT_CODES = (
 )
 
 _LIMITS = (
-    "after training started, a failure or Ctrl-C still writes history.json and model.npz\n"
-    "(the last good parameters) for what was done, and says where. A run whose memory\n"
-    "estimate (data + parameters, gradients, optimizer state + activations of one batch)\n"
-    f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} is refused before anything is "
-    "allocated, naming the flag\nto shrink (--hidden, --samples, --image-size, "
+    "after training started, a failure or Ctrl-C still writes history.json and\n"
+    "model.safetensors (the last good parameters) for what was done, and says where.\n"
+    "A run whose memory estimate (data + parameters, gradients, optimizer state +\n"
+    "activations of one batch) "
+    f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} is refused before anything\n"
+    "is allocated, naming the flag to shrink (--hidden, --samples, --image-size, "
     "--batch-size)."
 )
 
@@ -185,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- train
     t = sub.add_parser(
         "train", formatter_class=_Formatter,
-        help="train an MLP on a dataset and write history.json, curves.png, model.npz",
-        description="Train an MLP and write history.json, curves.png, model.npz (and\n"
+        help="train an MLP on a dataset and write history.json, curves.png, "
+             "model.safetensors",
+        description="Train an MLP and write history.json, curves.png, model.safetensors (and\n"
                     "decision_boundary.png for the 2-D datasets) into --out.\n"
                     "With no flags: the book's TwoLayerNet 784-50-10 (sigmoid, init std "
                     "0.01,\nSGD lr 0.1, batch 100, 10,000 iterations) on MNIST.",
@@ -501,7 +503,7 @@ def _trainer_log(args, warned_float32: bool):
 
 
 def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
-    """Write history.json and model.npz for a run that ended by ``exc`` after training
+    """Write history.json and model.safetensors for a run that ended by ``exc`` after training
     started (``exc.history``, attached by xpnn.train); return the note for the error
     line, or None when the trainer recorded nothing."""
     history = getattr(exc, "history", None)
@@ -517,7 +519,7 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     history.meta["cli"] = cli
     try:
         history.save_json(out / "history.json")
-        checkpoint.save(net, out / "model.npz")
+        checkpoint.save(net, out / "model.safetensors")
     except Exception as save_error:  # report the run's own error, and this one
         return f"could not save the partial run to {out} ({one_line(save_error)})"
     if isinstance(exc, TrainingDivergedError):
@@ -528,7 +530,7 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     params = "the last parameters" if at is None else f"the parameters after iteration {at}"
     evaluations = f"{len(history)} evaluation" + ("s" if len(history) != 1 else "")
     wrote = (f"wrote history.json ({evaluations}, the last at iteration "
-             f"{history.iteration[-1]}) and model.npz ({params}) to {out}")
+             f"{history.iteration[-1]}) and model.safetensors ({params}) to {out}")
     return (f"stopped after iteration {done}; " if done is not None else "") + wrote
 
 
@@ -625,8 +627,8 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
 
     history.meta.setdefault("cli", cli_meta)
     history.save_json(out / "history.json")
-    checkpoint.save(net, out / "model.npz")
-    written = ["history.json", "model.npz"]
+    checkpoint.save(net, out / "model.safetensors")
+    written = ["history.json", "model.safetensors"]
     try:
         from .. import plotting
 

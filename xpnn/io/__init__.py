@@ -3,6 +3,6 @@ on reading untrusted files (``limits``)."""
 
 from . import checkpoint
 from .atomic import atomic_write
-from .checkpoint import load, save
+from .checkpoint import Checkpoint, load, read_checkpoint, save
 
-__all__ = ["atomic_write", "checkpoint", "load", "save"]
+__all__ = ["Checkpoint", "atomic_write", "checkpoint", "load", "read_checkpoint", "save"]

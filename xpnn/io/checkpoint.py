@@ -1,279 +1,147 @@
-"""Save and load a network: one ``.npz`` file with every parameter as a host NumPy
-array plus the architecture as a JSON string entry ``__xpnn__``.
+"""Save and load a network as one safetensors file (``model.safetensors``): every
+parameter as a tensor (``W1, b1, W2, ...``), the architecture (``MLP.to_config()``),
+the xpnn version and the layout version as its metadata, and optionally the caller's
+training state (``extra`` tensors, ``extra_meta`` JSON). The layout is described in
+``xpnn.io._safetensors``; any safetensors reader opens the file
+(``safetensors.torch.load_file``, ``safetensors.numpy.load_file``, ...).
 
 A checkpoint written from any backend loads on any other: ``load(path,
-backend="torch", device="cuda")``.
+backend="torch", device="cuda")``. Files in the old ``.npz`` format (xpnn before
+safetensors) still load; the format is told by the file's first bytes, not its name.
 
-Checkpoints are treated as untrusted input. ``load`` reads the zip directly: it
-validates the architecture (``xpnn.nn.config.check_config``, which bounds the parameter
-count) before anything else, reads only the entries that architecture implies, checks
-each entry's declared sizes and its ``.npy`` header (shape, floating dtype) before
-allocating its array, never unpickles, and builds the network only from checked
-arrays. A damaged or hostile file costs at most about its own size in memory (for
-deflated entries, at most deflate's ~1000x ratio of it) and gets a ValueError.
+Checkpoints are treated as untrusted input: the header (or the .npz directory) and the
+architecture it declares are checked before any tensor is read, so a damaged, hostile or
+foreign file gets a ValueError naming the file and costs at most about its own size in
+memory.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import os
 import stat
-import struct
-import zipfile
-import zlib
+from typing import NamedTuple
 
-import numpy as np
-from numpy.lib import format as npy_format
+from safetensors import SafetensorError
 
-from ..backend import device_name, to_numpy
+from ..backend import backend_name, device_name, get_namespace, resolve_device, to_numpy
 from ..nn import config as _config
+from ..nn.mlp import MLP
+from . import _npz, _safetensors
+from ._shared import Damaged
 from .atomic import atomic_write
-from .limits import CHUNK, DEFLATE_MAX_RATIO
 
-__all__ = ["FORMAT", "VERSION", "load", "save"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "VERSION", "Checkpoint", "load", "read_checkpoint",
+           "save"]
 
-#: the marker entry's name and its "format" value
-MARKER = "__xpnn__"
+#: the architecture's "format" and version (``xpnn.nn.config``)
 FORMAT = _config.FORMAT
 VERSION = _config.VERSION
+#: the safetensors layout's version (the metadata's ``xpnn.format_version``)
+FORMAT_VERSION = _safetensors.FORMAT_VERSION
 
-#: the largest architecture entry read (its JSON is a few hundred bytes in practice)
-MAX_MARKER_BYTES = 1 << 20
-#: the largest .npy preamble (magic + header dict) read; NumPy writes 64 or 128 bytes
-_MAX_NPY_HEADER = 4096
-#: a checkpoint holds the marker plus a W and b per layer; a zip claiming more entries
-#: is refused before zipfile builds a record for each of them
-MAX_ENTRIES = 2 * _config.MAX_LAYERS + 1
-_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
-_ZIP64_LOCATOR = struct.Struct("<4sLQL")
-_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, struct.error,
-                NotImplementedError, RuntimeError, ValueError, KeyError, OverflowError)
+_READ_ERRORS = _npz.READ_ERRORS
 
 
-class _Damaged(Exception):
-    """Internal: the problem text for ``_bad``."""
+class Checkpoint(NamedTuple):
+    """What ``read_checkpoint`` returns: the network, the caller's extra tensors (host
+    NumPy arrays by the names given to ``save``) and the caller's ``extra_meta``
+    ({} for both when the file has none, e.g. an old .npz)."""
+
+    net: MLP
+    extra: dict
+    extra_meta: dict
 
 
 def _bad(path, problem: str) -> ValueError:
     return ValueError(f"{path}: {problem}")
 
 
-def _architecture(net) -> dict:
-    """What the marker entry holds: the config plus informational notes (which device
-    it was saved from, spelt as in the history's metadata; ``load`` reads none of them,
-    so files whose note is another spelling still load)."""
-    return {
-        **_config.to_config(net),
-        "params": list(net.params),
-        "saved_from": {"backend": net.backend, "device": device_name(net.xp, net.device)},
-    }
+def save(net, path, *, extra=None, extra_meta=None) -> str:
+    """Write ``net`` (an MLP) to ``path`` as one safetensors file, atomically; returns
+    the path.
 
+    extra       a dict name -> host NumPy array (floating, integer or bool), stored as
+                tensors ``extra/<name>``: training state, read back by
+                ``read_checkpoint``
+    extra_meta  a JSON-able dict stored in the metadata under ``xpnn.extra``
 
-def save(net, path) -> str:
-    """Write ``net`` (an MLP) to ``path`` as one .npz file, atomically; returns the path.
-
-    The file is written exactly at ``path`` (no suffix is added; a symlink is written
-    through). Parameters that are NaN/inf or do not match the architecture are refused
-    with a ValueError before anything is written, so ``save`` never produces a file
-    that ``load`` refuses, and never replaces a good file with such a one.
+    The file is written exactly at ``path`` (no suffix is added; ``.safetensors`` is
+    the usual one; a symlink is written through). Parameters that are NaN/inf or do not
+    match the architecture are refused with a ValueError before anything is written, so
+    ``save`` never produces a file that ``load`` refuses, and never replaces a good file
+    with such a one.
     """
-    cfg = _config.to_config(net)
+    shown = os.fsdecode(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else path
+    cfg = net.to_config()
     host = {k: to_numpy(v) for k, v in net.params.items()}
     try:
-        _config.check_params(cfg, host)
+        params = _config.check_params(cfg, host)
+        tensors = _safetensors.check_extra(extra)
+        if extra_meta is not None and not isinstance(extra_meta, dict):
+            raise TypeError(f"extra_meta must be a dict, got {type(extra_meta).__name__}")
+        saved_from = {"backend": net.backend, "device": device_name(net.xp, net.device)}
+        data = _safetensors.encode(params, cfg, tensors, extra_meta, saved_from)
     except (TypeError, ValueError) as exc:
-        raise type(exc)(f"cannot save {os.fsdecode(os.fspath(path))}: {exc}") from None
-    arrays = {**host, MARKER: np.asarray(json.dumps(_architecture(net)))}
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+        raise type(exc)(f"cannot save {shown}: {exc}") from None
+    atomic_write(path, lambda f: f.write(data))
     return os.fspath(path)
 
 
 # ----------------------------------------------------------------------- reading
 
 
-def _shown(names) -> str:
-    names = [n[:-4] if n.endswith(".npy") else n for n in names]
-    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-
-
-def _declared_entries(f, file_size: int) -> int | None:
-    """The entry count in a zip's end-of-central-directory record (zip64 too), read
-    from the file's tail; None when there is no such record (zipfile then says why)."""
-    tail_size = min(file_size, _EOCD.size + 0xFFFF)  # the record plus the longest comment
-    f.seek(file_size - tail_size)
-    tail = f.read(tail_size)
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < _EOCD.size:
-        return None
-    count = _EOCD.unpack_from(tail, at)[4]
-    if count != 0xFFFF or at < _ZIP64_LOCATOR.size:
-        return count
-    magic, _, offset, _ = _ZIP64_LOCATOR.unpack_from(tail, at - _ZIP64_LOCATOR.size)
-    if magic != b"PK\x06\x07" or offset > file_size - _ZIP64_EOCD.size:
-        return count
-    f.seek(offset)
-    record = f.read(_ZIP64_EOCD.size)
-    if not record.startswith(b"PK\x06\x06"):
-        return count
-    return _ZIP64_EOCD.unpack(record)[6]
-
-
-def _open_zip(path: str, file_size: int) -> zipfile.ZipFile:
+def _check_safetensors(path: str, file_size: int):
+    """(config, extra names, extra_meta) of a safetensors checkpoint: its header and the
+    architecture in its metadata checked against each other and the file, no tensor
+    read yet."""
     with open(path, "rb") as f:
-        head = f.read(8)
-        count = _declared_entries(f, file_size)
-    if head.startswith(b"\x93NUMPY"):
-        raise _Damaged("not an xpnn checkpoint (a single .npy array, not an .npz)")
-    if count is not None and count > MAX_ENTRIES:
-        raise _Damaged(f"not an xpnn checkpoint: its zip directory declares {count:,} "
-                       f"entries (a checkpoint has at most {MAX_ENTRIES})")
-    try:
-        return zipfile.ZipFile(path)
-    except _READ_ERRORS as exc:
-        if head.startswith(b"PK"):
-            raise _Damaged(f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
-                           ) from None
-        raise _Damaged("not an xpnn checkpoint (not an .npz file: no zip directory)") from None
+        tensors, metadata = _safetensors.read_header(f, file_size)
+    cfg, extra_names = _safetensors.check_tensors(tensors, metadata)
+    return cfg, extra_names, _safetensors.extra_meta(metadata)
 
 
-def _check_entry(info: zipfile.ZipInfo, file_size: int, max_bytes: int, what: str) -> None:
-    """Refuse an entry whose declared sizes are impossible or exceed ``max_bytes``,
-    before a byte of it is read."""
-    if info.flag_bits & 0x1:
-        raise _Damaged(f"damaged checkpoint: {what} is encrypted")
-    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise _Damaged(f"damaged checkpoint: {what} uses zip compression method "
-                       f"{info.compress_type} (xpnn reads stored or deflated entries)")
-    if info.header_offset + info.compress_size > file_size:
-        raise _Damaged(f"damaged or truncated checkpoint: {what} claims "
-                       f"{info.compress_size} bytes beyond the end of the file")
-    if info.file_size > max_bytes:
-        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
-                       f"than the {max_bytes} its shape can take")
-    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
-        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes but "
-                       f"stores {info.compress_size}")
-    if info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 64:
-        raise _Damaged(f"damaged checkpoint: {what} declares {info.file_size} bytes, more "
-                       f"than {info.compress_size} compressed bytes can hold")
+def _read_tensors(path: str, cfg: dict, extra_names: list, xp, device):
+    """The parameters and extra tensors of a checked safetensors checkpoint, read by the
+    safetensors library: with torch's loader onto the target device for the torch
+    backend (parameters), with NumPy's otherwise; the parameters' values checked."""
+    from safetensors import safe_open
 
-
-def _read_exactly(stream, buffer: memoryview) -> None:
-    pos = 0
-    while pos < len(buffer):
-        chunk = stream.read(min(CHUNK, len(buffer) - pos))
-        if not chunk:
-            raise _Damaged("damaged or truncated checkpoint: an entry ends early")
-        buffer[pos:pos + len(chunk)] = chunk
-        pos += len(chunk)
-
-
-def _read_npy(zf, info, file_size: int, shape: tuple, kinds: str, max_itemsize: int,
-              what: str) -> np.ndarray:
-    """The array in entry ``info``, which must have ``shape`` and a dtype of a kind in
-    ``kinds`` with itemsize <= ``max_itemsize``; everything is checked before the
-    array is allocated, and the data must fill the entry exactly (CRC checked)."""
-    count = math.prod(shape)
-    _check_entry(info, file_size, count * max_itemsize + _MAX_NPY_HEADER, what)
-    with zf.open(info) as stream:
-        prefix = stream.read(min(info.file_size, _MAX_NPY_HEADER))
-        head = io.BytesIO(prefix)
-        try:
-            version = npy_format.read_magic(head)
-            if version == (1, 0):
-                found, fortran, dtype = npy_format.read_array_header_1_0(head)
-            elif version == (2, 0):
-                found, fortran, dtype = npy_format.read_array_header_2_0(head)
-            else:
-                raise ValueError(f".npy format version {version}")
-        except (ValueError, TypeError, SyntaxError, EOFError, OverflowError) as exc:
-            raise _Damaged(f"damaged checkpoint: {what} has no readable .npy header "
-                           f"({exc})") from None
-        if found != shape:
-            raise _Damaged(f"{what} has shape {found}, but the architecture needs {shape}")
-        if dtype.kind not in kinds or dtype.hasobject or dtype.itemsize > max_itemsize:
-            kind = "floating" if kinds == "f" else "text"
-            raise _Damaged(f"{what} has dtype {dtype}, not {kind}")
-        offset = head.tell()
-        if info.file_size - offset != count * dtype.itemsize:
-            raise _Damaged(f"damaged checkpoint: {what} holds {info.file_size - offset} data "
-                           f"bytes, but a {shape} {dtype} array needs {count * dtype.itemsize}")
-        out = np.empty(count, dtype=dtype)
-        buffer = memoryview(out.view(np.uint8))
-        body = prefix[offset:]
-        buffer[:len(body)] = body
-        _read_exactly(stream, buffer[len(body):])
-        if stream.read(1):  # also makes zipfile check the CRC at the entry's end
-            raise _Damaged(f"damaged checkpoint: {what} is longer than it declares")
-    return out.reshape(shape, order="F" if fortran else "C")
-
-
-def _read_architecture(zf, entries, file_size: int) -> dict:
-    marker = entries.get(MARKER + ".npy")
-    if marker is None:
-        raise _Damaged(f"not an xpnn checkpoint (an .npz without the {MARKER!r} entry; it "
-                       f"holds: {_shown(list(entries)) or 'nothing'})")
-    what = f"the {MARKER!r} entry"
-    text = _read_npy(zf, marker, file_size, (), "U", MAX_MARKER_BYTES, what)
-    try:
-        arch = json.loads(str(text[()]))
-    except (ValueError, RecursionError) as exc:
-        raise _Damaged(f"damaged checkpoint: {what} is not JSON ({exc})") from None
-    if not isinstance(arch, dict):
-        raise _Damaged(f"damaged checkpoint: {what} is not a JSON object")
-    if arch.get("format") != FORMAT:
-        raise _Damaged(f"not an xpnn checkpoint (format {arch.get('format')!r}, "
-                       f"expected {FORMAT!r})")
-    version = arch.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
-        raise _Damaged(f"checkpoint format version {version} is newer than this xpnn reads "
-                       f"(up to {VERSION}); upgrade xpnn")
-    try:
-        return _config.check_config(arch)
+    framework, where = "numpy", "cpu"
+    if backend_name(xp) == "torch":  # e.g. 'cuda:0', the index always given
+        framework, where = "pt", device_name(xp, device)
+    params, extra = {}, {}
+    with safe_open(path, framework=framework, device=where) as f:
+        for key in _config.param_shapes(cfg):
+            params[key] = f.get_tensor(key)
+    if extra_names:
+        with safe_open(path, framework="numpy") as f:
+            for name in extra_names:
+                extra[name[len(_safetensors.EXTRA):]] = f.get_tensor(name)
+    try:  # shapes and dtypes again, as read, and every value finite
+        _config.check_params(cfg, {k: to_numpy(v) for k, v in params.items()})
     except ValueError as exc:
-        raise _Damaged(f"damaged checkpoint: bad architecture ({exc})") from None
+        raise Damaged(str(exc)) from None
+    return params, extra
 
 
-def _read(path: str, file_size: int) -> tuple[dict, dict]:
-    """The checked config and the checked host parameter arrays of a checkpoint."""
-    with _open_zip(path, file_size) as zf:
-        infos = zf.infolist()
-        entries = {info.filename: info for info in infos}
-        if len(entries) != len(infos):
-            raise _Damaged("damaged checkpoint: an entry name appears twice")
-        cfg = _read_architecture(zf, entries, file_size)
-        shapes = _config.param_shapes(cfg)
-        wanted = {f"{k}.npy": k for k in shapes}
-        missing = [k for name, k in wanted.items() if name not in entries]
-        extra = [n for n in entries if n not in wanted and n != MARKER + ".npy"]
-        if missing or extra:
-            raise _Damaged(f"checkpoint does not match its architecture {cfg['sizes']}: "
-                           + _config.mismatch(missing, _shown(extra) if extra else ""))
-        params = {}
-        for name, key in wanted.items():
-            params[key] = _read_npy(zf, entries[name], file_size, shapes[key], "f", 8,
-                                    f"parameter {key}")
+def _file_errors(path: str, read, *args):
+    """``read(*args)``, with a file's problems raised as a ValueError naming it."""
     try:
-        return cfg, _config.check_params(cfg, params)
-    except ValueError as exc:
-        raise _Damaged(str(exc)) from None
+        return read(*args)
+    except Damaged as exc:
+        raise _bad(path, str(exc)) from None
+    except PermissionError:
+        raise
+    except (*_READ_ERRORS, SafetensorError) as exc:
+        raise _bad(path, f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
+                   ) from None
 
 
-def load(path, backend=None, device=None, dtype=None):
-    """Rebuild the MLP saved at ``path``.
-
-    backend, device  where the network should live (default: ``$XPNN_BACKEND`` /
-                     numpy, the backend's default device), whatever it was saved from;
-                     backend may be a name, an array library module or an array-API
-                     namespace (``net.xp``)
-    dtype            'float32' or 'float64'; default the dtype it was saved in
-
-    Raises FileNotFoundError for a missing file and ValueError naming the file and the
-    problem for damaged, truncated, hostile or foreign files.
-    """
+def _read(path, backend, device):
+    """(config, params, extra, extra_meta, namespace, device) of the checkpoint at
+    ``path``; ValueError naming the file for a file's problem, the backend's own errors
+    for a bad ``backend``/``device`` (namespace and device are None for an .npz, whose
+    host arrays the MLP moves)."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise TypeError(f"path must be a str, bytes or os.PathLike, got {type(path).__name__}")
     path = os.fsdecode(os.fspath(path))
@@ -285,19 +153,41 @@ def load(path, backend=None, device=None, dtype=None):
         raise _bad(path, "is a directory, not a checkpoint file")
     if not stat.S_ISREG(info.st_mode):
         raise _bad(path, "not an xpnn checkpoint (not a regular file)")
-    try:
-        cfg, params = _read(path, info.st_size)
-    except _Damaged as exc:
-        raise _bad(path, str(exc)) from None
-    except PermissionError:
-        raise
-    except _READ_ERRORS as exc:
-        raise _bad(path, f"damaged or truncated checkpoint ({type(exc).__name__}: {exc})"
-                   ) from None
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not _safetensors.looks_like(head):
+        cfg, params = _file_errors(path, _npz.read, path, info.st_size)
+        return cfg, params, {}, {}, None, None
+    cfg, extra_names, meta = _file_errors(path, _check_safetensors, path, info.st_size)
+    # the backend and device are the caller's: their errors are not the file's
+    xp = get_namespace(backend)
+    dev = resolve_device(xp, device)
+    params, extra = _file_errors(path, _read_tensors, path, cfg, extra_names, xp, dev)
+    return cfg, params, extra, meta, xp, dev
 
-    from ..nn.mlp import MLP  # lazy: mlp imports this module lazily too (net.save)
 
-    # the file's config and parameters were checked above (check_config, check_params):
-    # what can still fail here is the backend, device or dtype (given, or taken from
-    # XPNN_BACKEND), and that error is not the file's
-    return MLP.from_config(cfg, params=params, backend=backend, device=device, dtype=dtype)
+def read_checkpoint(path, backend=None, device=None, dtype=None) -> Checkpoint:
+    """The network saved at ``path`` with the ``extra`` tensors and ``extra_meta`` it was
+    saved with (``save``); arguments as ``load``."""
+    cfg, params, extra, meta, xp, dev = _read(path, backend, device)
+    # the file's config and parameters were checked: what can still fail here is the
+    # backend, device or dtype (given, or taken from XPNN_BACKEND), not the file
+    net = MLP.from_config(cfg, params=params, backend=backend if xp is None else xp,
+                          device=device if dev is None else dev, dtype=dtype)
+    return Checkpoint(net, extra, meta)
+
+
+def load(path, backend=None, device=None, dtype=None):
+    """Rebuild the MLP saved at ``path`` (safetensors, or the old .npz format).
+
+    backend, device  where the network should live (default: ``$XPNN_BACKEND`` /
+                     numpy, the backend's default device), whatever it was saved from;
+                     backend may be a name, an array library module or an array-API
+                     namespace (``net.xp``)
+    dtype            'float32' or 'float64'; default the dtype it was saved in
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file and the
+    problem for damaged, truncated, hostile or foreign files.
+    """
+    return read_checkpoint(path, backend=backend, device=device, dtype=dtype).net
+

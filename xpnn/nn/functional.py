@@ -25,6 +25,7 @@ __all__ = [
     "loss",
     "loss_and_accuracy",
     "predict",
+    "predict_labels",
     "regularization",
     "value_and_gradient",
 ]
@@ -128,6 +129,12 @@ def predict(arch: Architecture, params: dict, x):
     """The loss's output: softmax or sigmoid probabilities, raw values for mse."""
     logits, _ = forward(arch, params, x)
     return arch.loss.output(logits)
+
+
+def predict_labels(arch: Architecture, params: dict, x):
+    """Predicted class labels (N,), integers (classification losses only)."""
+    logits, _ = forward(arch, params, x)
+    return arch.loss.labels(logits)
 
 
 def accuracy(arch: Architecture, params: dict, x, T):

@@ -54,6 +54,12 @@ class Loss:
     def accuracy(self, z, T):
         raise ValueError(f"accuracy is not defined for the regression loss {self.name!r}")
 
+    def labels(self, z):
+        """Predicted class labels (N,) from logits (N, n_out): integers of the
+        namespace's default index dtype (what ``argmax`` returns)."""
+        raise ValueError(f"class labels are not defined for the regression loss "
+                         f"{self.name!r}; use predict() for its outputs")
+
 
 class _LogitLoss(Loss):
     """Shared by the two classification losses: dL/dz = (output(z) - T) / N."""
@@ -109,6 +115,9 @@ class SoftmaxCrossEntropy(_LogitLoss):
         xp = self.xp
         hit = xp.argmax(z, axis=-1) == xp.argmax(T, axis=-1)
         return xp.mean(xp.astype(hit, z.dtype))
+
+    def labels(self, z):
+        return self.xp.argmax(z, axis=-1)
 
     def encode_targets(self, t, n_out: int, dtype):
         xp = self.xp
@@ -173,6 +182,11 @@ class BinaryCrossEntropy(_LogitLoss):
         xp = self.xp
         hit = xp.astype(z[..., 0] > self.zero, z.dtype) == T[..., 0]
         return xp.mean(xp.astype(hit, z.dtype))
+
+    def labels(self, z):
+        xp = self.xp
+        index = xp.__array_namespace_info__().default_dtypes()["indexing"]
+        return xp.astype(z[..., 0] > self.zero, index)
 
     def encode_targets(self, t, n_out: int, dtype):
         xp = self.xp

@@ -256,6 +256,13 @@ class MLP:
         """Output probabilities (softmax or sigmoid), raw values for mse: (N, n_out)."""
         return F.predict(self.arch, self.params, self.check_x(x))
 
+    def predict_labels(self, x):
+        """Predicted class labels, an integer array (N,): the most probable class for
+        softmax_cross_entropy, 1 where the probability exceeds 0.5 (else 0) for
+        binary_cross_entropy; the rule ``accuracy`` scores. ValueError for mse (a
+        regression: use ``predict``)."""
+        return F.predict_labels(self.arch, self.params, self.check_x(x))
+
     def loss(self, x, t):
         """Batch-mean loss plus weight decay, as a 0-d backend array (float() it to read)."""
         x = self.check_x(x)
@@ -335,9 +342,10 @@ class MLP:
             return grads
         raise ValueError(f"method must be 'batched' or 'loop', not {method!r}")
 
-    def save(self, path) -> str:
-        """Write architecture and parameters to one .npz file (``xpnn.io.checkpoint.save``);
-        reload with ``xpnn.load(path, backend=..., device=...)``."""
-        from ..io.checkpoint import save
+    def save(self, path, **kwargs) -> str:
+        """Write architecture and parameters to one safetensors file (``xpnn.save``, which
+        takes the same keywords); reload with ``xpnn.load(path, backend=..., device=...)``.
+        """
+        from ..io.checkpoint import save  # lazy: io imports nn, never the other way
 
-        return save(self, path)
+        return save(self, path, **kwargs)
