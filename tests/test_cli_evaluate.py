@@ -320,3 +320,14 @@ def test_sign_language_subset_evaluates_with_its_split_and_digit_names(capsys, t
                          "image_size": 16}
     assert r["accuracy"] == final["test_acc"] and r["classes"] == ["7", "3"]
     assert "0 7" in out and "1 3" in out  # rows named by label and digit
+
+
+def test_a_failure_leaves_no_empty_out_folder(capsys, tmp_path, monkeypatch):
+    net = xpnn.MLP([784, 5, 10], seed=0)
+    net.save(tmp_path / "model.safetensors")
+    monkeypatch.setenv("XPNN_DATA_DIR", str(tmp_path / "nothing"))
+    out = tmp_path / "a" / "b"
+    code, _, err = run_cli(capsys, "evaluate", tmp_path, "--dataset", "mnist",
+                           "--no-download", "--out", out)
+    assert_one_line_error(code, err, "MNIST files missing")
+    assert not (tmp_path / "a").exists()

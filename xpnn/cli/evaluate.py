@@ -243,7 +243,14 @@ def cmd_evaluate(args) -> int:
     spec, as_recorded = _data_to_use(args, recorded_data(ckpt, history), net)
     out = OutputFolder(args.out if args.out else file.parent)
     out.prepare()
+    try:
+        return _evaluate(args, file, net, history, spec, as_recorded, out)
+    except BaseException:
+        out.discard()  # only while empty: a failure before anything was written
+        raise
 
+
+def _evaluate(args, file, net, history, spec, as_recorded, out) -> int:
     loader = dataspec.loader_args(spec, args.data_dir, args.no_download)
     train_set, test_set = _load_data(loader, {"dtype": net.dtype_name}, args.backend,
                                      args.device)
