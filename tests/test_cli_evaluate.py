@@ -331,3 +331,17 @@ def test_a_failure_leaves_no_empty_out_folder(capsys, tmp_path, monkeypatch):
                            "--no-download", "--out", out)
     assert_one_line_error(code, err, "MNIST files missing")
     assert not (tmp_path / "a").exists()
+
+
+def test_a_diverged_run_still_records_its_data(capsys, tmp_path):
+    """The partial save (divergence, Ctrl-C, errors) records the data too."""
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--dataset", "spirals", "--lr", "1e30", "--iters",
+                           "50", "--seed", "2", "--out", run, "--quiet")
+    assert code == 1 and "diverged" in err, err
+    ckpt = checkpoint.read_checkpoint(run / "model.safetensors")
+    assert ckpt.extra_meta["data"] == {"dataset": "spirals", "seed": 2, "samples": 300,
+                                       "noise": 0.2}
+    code, out, err = run_cli(capsys, "evaluate", run)
+    assert code == 0, err
+    assert "on spirals (seed 2, samples 300, noise 0.2) test (300 rows)" in out
