@@ -174,6 +174,18 @@ def test_the_checkpoint_records_its_data(moons_run, tmp_path, capsys):
     assert "history.json" not in out  # nothing to compare with
 
 
+def test_the_record_may_sit_inside_the_runs_cli_record(capsys, tmp_path):
+    """A checkpoint whose metadata holds the whole CLI record ({"cli": {..., "data":
+    ...}}, as a resumable checkpoint keeps it) is read the same way."""
+    net = xpnn.MLP([2, 4, 3], activation="tanh", seed=0)
+    xpnn.save(net, tmp_path / "model.safetensors",
+              extra_meta={"cli": {"argv": [], "data": {"dataset": "spirals", "seed": 4}}})
+    code, out, err = run_cli(capsys, "evaluate", tmp_path)
+    assert code == 0, err
+    assert report(tmp_path)["data"] == {"dataset": "spirals", "seed": 4, "samples": 300,
+                                        "noise": 0.2}
+
+
 def test_a_model_without_a_record_needs_dataset(capsys, tmp_path):
     net = xpnn.MLP([2, 4, 2], activation="tanh", seed=0)
     for name in ("api.safetensors", "old.npz"):

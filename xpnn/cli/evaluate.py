@@ -82,15 +82,16 @@ def load_model(args):
 
 def recorded_data(ckpt, history) -> dict | None:
     """The data the model was trained on, as ``dataspec.data_spec`` wrote it (the
-    checkpoint's record first, then history.json's; for runs from before the record,
-    history.json's dataset and seed)."""
-    spec = ckpt.extra_meta.get("data")
-    if isinstance(spec, dict) and spec.get("dataset") in DATASETS:
-        return dict(spec)
+    checkpoint's record first: ``extra_meta["data"]``, or ``["cli"]["data"]`` where the
+    run's CLI record is saved whole; then history.json's; for runs from before the
+    record, history.json's dataset and seed)."""
+    saved_cli = ckpt.extra_meta.get("cli")
     cli = (history.meta.get("cli") if history is not None else None) or {}
-    spec = cli.get("data")
-    if isinstance(spec, dict) and spec.get("dataset") in DATASETS:
-        return dict(spec)
+    for spec in (ckpt.extra_meta.get("data"),  # xpnn train's record, alone or with the
+                 saved_cli.get("data") if isinstance(saved_cli, dict) else None,  # run's
+                 cli.get("data")):
+        if isinstance(spec, dict) and spec.get("dataset") in DATASETS:
+            return dict(spec)
     if cli.get("dataset") in DATASETS:
         return {"dataset": cli["dataset"], "seed": history.meta.get("seed") or 0}
     return None
