@@ -34,6 +34,7 @@ __all__ = [
     "plot_decision_boundary",
     "plot_decision_boundaries",
     "plot_regression",
+    "plot_confusion_matrix",
 ]
 
 #: class colours (colour-blind friendly; Okabe-Ito), cycled for more classes
@@ -368,4 +369,48 @@ def plot_regression(net, x, t, path, title=None, xlabel="x", ylabel="y") -> Path
     ax.legend()
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+# ------------------------------------------------------------------ confusion matrix
+
+
+def plot_confusion_matrix(matrix, path, class_names=None, title=None) -> Path:
+    """A confusion matrix as a heat map: rows the true class, columns the predicted one.
+
+    Each cell shows its count; its colour is the count as a fraction of its row (the
+    true class), so a class with few examples is as readable as a large one and the
+    diagonal reads as per-class recall. ``class_names`` label the axes (default
+    0..k-1); the counts are left out of cells when there are more than 30 classes.
+    """
+    m = np.asarray(matrix)
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 1:
+        raise ValueError(f"a confusion matrix is square (k, k), got shape {m.shape}")
+    if m.dtype.kind not in "iu" or (m < 0).any():
+        raise ValueError("a confusion matrix holds non-negative integer counts")
+    k = m.shape[0]
+    names = [str(i) for i in range(k)] if class_names is None else [str(c) for c in class_names]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for a {k}x{k} confusion matrix")
+    rows = m.sum(axis=1, keepdims=True)
+    share = m / np.maximum(rows, 1)
+    side = min(4.0 + 0.55 * k, 16.0)
+    fig = _figure(side + 1.2, side)
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="fraction of the true class")
+    ticks = np.arange(k)
+    long = max(len(n) for n in names) > 3
+    ax.set_xticks(ticks, names, rotation=45 if long else 0, ha="right" if long else "center",
+                  fontsize=8 if k > 12 else 10)
+    ax.set_yticks(ticks, names, fontsize=8 if k > 12 else 10)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 30:
+        size = 10 if k <= 10 else 7 if k <= 20 else 5
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=size,
+                        color="white" if share[i, j] > 0.6 else "black")
+    ax.set_title(title or f"{int(np.trace(m))} of {int(m.sum())} correct", fontsize=10)
     return _save(fig, path)

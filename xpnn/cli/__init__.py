@@ -1,4 +1,5 @@
-"""The ``xpnn`` command line (``xpnn train``, ``xpnn gradcheck``; ``python -m xpnn``)."""
+"""The ``xpnn`` command line (``xpnn train``, ``gradcheck``, ``evaluate``, ``predict``;
+``python -m xpnn``)."""
 
 from .main import PRESETS, build_parser, main
 

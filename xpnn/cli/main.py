@@ -1,4 +1,5 @@
-"""The ``xpnn`` command line: ``xpnn train`` and ``xpnn gradcheck``.
+"""The ``xpnn`` command line: ``xpnn train``, ``xpnn gradcheck``, ``xpnn evaluate`` and
+``xpnn predict`` (the last two in their own modules).
 
     xpnn train                         # the book's TwoLayerNet on MNIST, 10,000 iterations
     xpnn train --dataset moons         # 2-3-2 tanh net, full-batch gradient descent
@@ -29,6 +30,7 @@ from ..optim import OPTIMIZERS, make_optimizer
 from ..training import TrainingDivergedError, train
 from . import argtypes, budget
 from .argtypes import ACTIVATION_NAMES
+from .dataspec import data_spec
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -172,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  xpnn train --dataset moons --hidden 5      # decision boundary in runs/\n"
                "  xpnn train --backend torch --device cuda   # the same network on a GPU\n"
                "  xpnn gradcheck --activation relu           # backprop vs central differences\n"
+               "  xpnn evaluate runs/mnist-<time>            # loss, accuracy, confusion matrix\n"
+               "  xpnn predict runs/mnist-<time> digit.png   # label and class probabilities\n"
                "\ndata: MNIST files are read from --data-dir, else $XPNN_DATA_DIR/mnist, else\n"
                "the cache ~/.cache/xpnn/mnist (downloaded when missing).\n"
                "set XPNN_DEBUG=1 to get tracebacks instead of one-line errors.\n"
@@ -318,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="numerical gradient: broadcast ('batched') or element by element")
     _add_backend_flags(c, "floating dtype (default: float64)")
     c.set_defaults(func=cmd_gradcheck)
+    from . import evaluate, predict  # they import this module
+
+    evaluate.add_parser(sub)
+    predict.add_parser(sub)
     return parser
 
 
@@ -519,7 +527,7 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     history.meta["cli"] = cli
     try:
         history.save_json(out / "history.json")
-        checkpoint.save(net, out / "model.safetensors")
+        checkpoint.save(net, out / "model.safetensors", extra_meta={"data": cli["data"]})
     except Exception as save_error:  # report the run's own error, and this one
         return f"could not save the partial run to {out} ({one_line(save_error)})"
     if isinstance(exc, TrainingDivergedError):
@@ -604,7 +612,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
         print(FLOAT32_NUMERICAL_WARNING.format(h=h), file=sys.stderr, flush=True)
 
     cli_meta = {
-        "argv": args.argv, "dataset": args.dataset, "sizes": sizes,
+        "argv": args.argv, "dataset": args.dataset, "sizes": sizes, "data": data_spec(args),
         **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
     }
     start = time.perf_counter()
@@ -627,7 +635,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
 
     history.meta.setdefault("cli", cli_meta)
     history.save_json(out / "history.json")
-    checkpoint.save(net, out / "model.safetensors")
+    checkpoint.save(net, out / "model.safetensors", extra_meta={"data": cli_meta["data"]})
     written = ["history.json", "model.safetensors"]
     try:
         from .. import plotting
