@@ -159,7 +159,8 @@ class Step:
 
     def __init__(self, net, optimizer, *, compile=False, comm=None, gradient=None):
         if not isinstance(compile, bool) and compile not in MODES:
-            raise TypeError(f"compile must be True, False or one of {MODES}, got {compile!r}")
+            raise TypeError(f"compile must be True or False (or on CUDA a mode of {MODES}), "
+                            f"got {compile!r}")
         mode = compile if isinstance(compile, str) else None
         check_mode(mode, net.xp, net.device)
         self.net, self.xp, self.optimizer, self.comm = net, net.xp, optimizer, comm
