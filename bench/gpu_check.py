@@ -401,6 +401,7 @@ def _versions() -> dict:
 
 def run_worker(name, args, mnist: bool) -> dict:
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    env.pop("XPNN_BENCH_BACKENDS", None)  # --backends chooses the workers here
     if name == "jax":
         env["JAX_ENABLE_X64"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
