@@ -4,6 +4,7 @@ a correctness failure, and the bench targets' XPNN_BENCH_BACKENDS filter."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -95,3 +96,13 @@ def test_jax_rows_follow_xpnn_bench_backends(monkeypatch, wanted, has_jax):
     assert (target is not None) == has_jax
     if target is not None:
         assert target.device in ("cpu:0", "cuda:0") and target.gpu == (target.device != "cpu:0")
+
+
+def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
+    """The parent stops a worker at its time limit: the run fails, with a row saying
+    so (and the sections the worker had finished, none here, kept)."""
+    args = argparse.Namespace(dry_run=True, timeout=0.5)
+    data = gpu_check.run_worker("numpy", args, mnist=False)
+    (last,) = [r for r in data["rows"] if r["check"] == "worker"]
+    assert last["kind"] == "error" and last["ok"] is False
+    assert "timed out after 0.5 s (finished: nothing)" in last["note"]

@@ -282,8 +282,8 @@ class CudaGraphStep:
         self.eager, self.fallback = True, exc
         warnings.warn(
             f"compile on {self.capture.name}: the CUDA graph could not be built "
-            f"({type(exc).__name__}: {exc}); the step runs eagerly (the capture was ended, "
-            f"the process is unaffected)", CompileFallbackWarning, stacklevel=4)
+            f"({type(exc).__name__}: {exc}); the step runs eagerly (no capture was left "
+            f"open: the process is unaffected)", CompileFallbackWarning, stacklevel=4)
 
     def __call__(self, state, *batch):
         if self.eager:
