@@ -6,6 +6,8 @@
     nox -s tests_dist   tests/test_dist_* on NumPy, array-api-strict, PyTorch and JAX: real
                         mpiexec -n 2, a Dask LocalCluster, torchrun (xpnn.dist)
     nox -s tests_cuda   CuPy and PyTorch on a CUDA device (needs a GPU; fails without one)
+    nox -s gpu_check    bench/gpu_check.py: issue 15's GPU figures with their targets, JSON +
+                        Markdown under bench/results/ (needs a GPU; under 5 minutes)
     nox -s lint         ruff
     nox -s bench        the pytest-benchmark suite, JSON saved under bench/results/
                         (on a machine with nvidia-smi it fails unless GPU rows ran)
@@ -110,6 +112,20 @@ def tests_cuda(session):
     session.run("python", "-c", GPU_CHECK)
     env = {"XPNN_REQUIRE_GPU": "1", **_data_env()}  # conftest: error without GPU targets
     session.run("pytest", "-q", "-rs", *session.posargs, env=env)
+
+
+@nox.session
+def gpu_check(session):
+    """bench/gpu_check.py on the GPU: compiled == eager for every optimizer on cupy,
+    torch-cuda and jax (a process each), the step, numerical-gradient and MNIST timings
+    against issue 15's targets. Installs CuPy ($XPNN_CUPY_EXTRA) with nvmath-python (the
+    cuda-graph extra), PyTorch, and JAX with its CUDA plugin ($XPNN_JAX_GPU_SPEC, default
+    jax[<the CuPy extra>]). Exits 3 without a GPU, 1 on a correctness failure. Extra
+    arguments go to the script, e.g. ``nox -s gpu_check -- --no-mnist``."""
+    session.install(TORCH)
+    session.install(os.environ.get("XPNN_JAX_GPU_SPEC", f"jax[{CUPY}]"))
+    session.install("-e", f".[{CUPY},cuda-graph,bench]")
+    session.run("python", "bench/gpu_check.py", *session.posargs, env=_data_env())
 
 
 @nox.session

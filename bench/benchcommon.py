@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -120,11 +121,15 @@ def available_targets() -> list[Target]:
             found.append(Target(name, name, None, False))
         if name == "torch" and _torch_cuda():
             found.append(Target("torch-cuda", "torch", "cuda", True))
+    return [t for t in found if wanted_target(t.id)]
+
+
+def wanted_target(target_id: str) -> bool:
+    """Whether ``XPNN_BENCH_BACKENDS`` (unset: everything) names the target id."""
     wanted = os.environ.get("XPNN_BENCH_BACKENDS")
-    if wanted:
-        keep = {w.strip() for w in wanted.split(",") if w.strip()}
-        found = [t for t in found if t.id in keep]
-    return found
+    if not wanted:
+        return True
+    return target_id in {w.strip() for w in wanted.split(",") if w.strip()}
 
 
 TARGETS = available_targets()
@@ -133,13 +138,18 @@ DTYPES = ("float32", "float64")
 
 
 def jax_target() -> Target | None:
-    """JAX on its default (CPU) device, when jax is installed: only the compiled-step
-    benchmarks run there (``-m compiled``)."""
+    """JAX on its default device (the GPU where JAX has one, its name in ``device``),
+    when jax is installed and ``XPNN_BENCH_BACKENDS`` (if set) names "jax": only the
+    compiled-step benchmarks run there (``-m compiled``)."""
+    if not wanted_target("jax"):
+        return None
     try:
-        import jax  # noqa: F401
+        import jax
     except ImportError:
         return None
-    return Target("jax", "jax", None, False)
+    device = jax.devices()[0]
+    platform = "cuda" if device.platform == "gpu" else device.platform
+    return Target("jax", "jax", f"{platform}:{device.id}", device.platform == "gpu")
 
 
 def backend_spec(target: Target):
@@ -174,6 +184,48 @@ def _no_sync(tree=None):
 
 
 # ----------------------------------------------------------------------- versions
+
+
+def gpu_info() -> dict | None:
+    """The GPU's name, memory, CUDA versions and nvidia-smi line (None without a GPU)."""
+    info = {}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            i = torch.cuda.current_device()
+            props = torch.cuda.get_device_properties(i)
+            info["name"] = torch.cuda.get_device_name(i)
+            info["memory_gib"] = round(props.total_memory / 2**30, 1)
+            info["capability"] = f"{props.major}.{props.minor}"
+            info["torch_cuda"] = torch.version.cuda
+            info["cudnn"] = torch.backends.cudnn.version()
+            info["torch_tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    except Exception:
+        pass
+    if "cupy" in TARGET_IDS:
+        try:
+            import cupy
+
+            rt = cupy.cuda.runtime
+            info.setdefault("name", rt.getDeviceProperties(0)["name"].decode())
+            info["cuda_driver_version"] = rt.driverGetVersion()
+            info["cuda_runtime_version"] = rt.runtimeGetVersion()
+        except Exception:
+            pass
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+             "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20,
+        )
+        if smi.returncode == 0 and smi.stdout.strip():
+            info["nvidia_smi"] = smi.stdout.strip().splitlines()
+    except Exception:
+        pass
+    return info or None
+
+
 
 
 def _version(module: str) -> str | None:
@@ -233,7 +285,10 @@ def problem(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
 
 def base_info(spec: NetSpec, target: Target, dtype: str, method: str, impl: str = "xpnn",
               net=None) -> dict:
-    device = str(net.device) if net is not None else (target.device or "cpu")
+    if net is not None:  # one spelling: 'cpu', 'cuda:0' (JAX's own: 'TFRT_CPU_0')
+        device = xpnn.backend.device_name(net.xp, net.device)
+    else:
+        device = target.device or "cpu"
     return {
         "kind": "step",
         "net": spec.name,
@@ -450,7 +505,7 @@ def torch_eager_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
     lr = spec.lr
     sync = torch.cuda.synchronize if target.gpu else _no_sync
 
-    def step():
+    def body():
         h = x
         for i in range(n_layers):
             h = torch.addmm(params[2 * i + 1], h, params[2 * i])  # what nn.Linear runs
@@ -462,9 +517,37 @@ def torch_eager_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
             for p in params:
                 p.sub_(p.grad, alpha=lr)
                 p.grad = None
+
+    def step():
+        body()
         sync()
 
+    step.body = body  # the step without the synchronisation (torch_graphed_step)
     return step, params, x, labels
+
+
+def torch_graphed_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):
+    """``torch_eager_step``'s autograd step captured whole as one CUDA graph, the way
+    PyTorch's docs capture a training iteration (warm-up on a side stream, then
+    ``torch.cuda.graph``); each call replays it. CUDA only. Returns (step, params)."""
+    import torch
+
+    eager, params, _, _ = torch_eager_step(spec, target, dtype, seed)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            eager.body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        eager.body()
+
+    def step():
+        graph.replay()
+        torch.cuda.synchronize()
+
+    return step, params
 
 
 def gemm_floor_step(spec: NetSpec, target: Target, dtype: str, seed: int = 0):

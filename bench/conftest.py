@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 
 # XPNN_BENCH_THREADS=N pins every library's CPU thread pool (OpenBLAS, OpenMP, MKL,
@@ -114,45 +113,6 @@ def _blas() -> dict:
     return out
 
 
-def _gpu() -> dict | None:
-    info = {}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            i = torch.cuda.current_device()
-            props = torch.cuda.get_device_properties(i)
-            info["name"] = torch.cuda.get_device_name(i)
-            info["memory_gib"] = round(props.total_memory / 2**30, 1)
-            info["capability"] = f"{props.major}.{props.minor}"
-            info["torch_cuda"] = torch.version.cuda
-            info["cudnn"] = torch.backends.cudnn.version()
-            info["torch_tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
-    except Exception:
-        pass
-    if "cupy" in [t.id for t in benchcommon.TARGETS]:
-        try:
-            import cupy
-
-            rt = cupy.cuda.runtime
-            info.setdefault("name", rt.getDeviceProperties(0)["name"].decode())
-            info["cuda_driver_version"] = rt.driverGetVersion()
-            info["cuda_runtime_version"] = rt.runtimeGetVersion()
-        except Exception:
-            pass
-    try:
-        smi = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-             "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
-        )
-        if smi.returncode == 0 and smi.stdout.strip():
-            info["nvidia_smi"] = smi.stdout.strip().splitlines()
-    except Exception:
-        pass
-    return info or None
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["cpu_model"] = _cpu_model()
     machine_info["cpu_count"] = os.cpu_count()
@@ -160,7 +120,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["loadavg_end"] = _loadavg()
     machine_info["libraries"] = benchcommon.VERSIONS
     machine_info["blas"] = _blas()
-    machine_info["gpu"] = _gpu()
+    machine_info["gpu"] = benchcommon.gpu_info()
     machine_info["targets"] = benchcommon.TARGET_IDS
 
 

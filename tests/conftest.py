@@ -16,11 +16,17 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
+# JAX preallocates 75% of a GPU per process unless told otherwise: next to CuPy and
+# torch-cuda in the same run (and in pytest-xdist workers) that ran out of GPU memory
+# on the H200. Set before JAX is imported (available_backends below imports it); a
+# value already in the environment wins; on the CPU the variable does nothing.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import xpnn
-from xpnn.backend import available_backends
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import xpnn  # noqa: E402
+from xpnn.backend import available_backends  # noqa: E402
 
 GPU_IDS = ("cupy", "torch-cuda")
 

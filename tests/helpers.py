@@ -55,3 +55,68 @@ def counting_update(optimizer) -> list:
     counting.check, counting.apply = update.check, update.apply
     optimizer.transform = optimizer.transform._replace(update=counting)
     return calls
+
+
+class FakeCapture:
+    """A CUDA-graph capture on the CPU, for ``xpnn.compile.cuda_graph.CudaGraphStep``:
+    the real buffer handling of the backend ``lib`` ("numpy" or "torch" arrays copy
+    like CuPy's or torch CUDA's), a "graph" that re-runs the recorded body on the same
+    buffers. It logs "begin" / "end" / "discard" in ``events`` and is ``capturing()``
+    between begin and end or discard, as a CUDA stream is; ``fail_on_begin`` raises
+    at ``begin`` instead. ``replay_hooks`` (a ``CudaGraphStep``'s ``hooks``) replays
+    with them installed, as a real graph replays the routed kernels it captured."""
+
+    def __new__(cls, lib, fail_on_begin=None):
+        from xpnn.compile.cuda_graph import Capture
+
+        class _Fake(Capture):
+            name = f"fake-{lib}"
+
+            def __init__(self):
+                super().__init__(lib)
+                self.events, self.is_capturing = [], False
+                self.warm_ups = self.replays = 0
+                self._body = self.replay_hooks = None
+
+            def warm_up(self, run, times=2):
+                self.warm_ups += times
+                super().warm_up(run, times)
+
+            def begin(self):
+                if fail_on_begin is not None:
+                    raise fail_on_begin
+                self.events.append("begin")
+                self.is_capturing = True
+
+            def end(self):
+                self.events.append("end")
+                self.is_capturing = False
+                return self._body
+
+            def discard(self):
+                self.events.append("discard")
+                self.is_capturing = False
+
+            def capturing(self):
+                return self.is_capturing
+
+            def record(self, body):
+                self._body = body
+                return super().record(body)
+
+            def replay(self, graph):
+                self.replays += 1
+                if self.replay_hooks is None:
+                    graph()
+                    return
+                objects, matmul = self.replay_hooks
+                saved = [obj.matmul for obj in objects]
+                for obj in objects:
+                    obj.matmul = matmul
+                try:
+                    graph()
+                finally:
+                    for obj, old in zip(objects, saved, strict=True):
+                        obj.matmul = old
+
+        return _Fake()

@@ -807,6 +807,36 @@ def test_compile_trains_for_real(capsys, tmp_path):
     assert History.load_json(tmp_path / "run" / "history.json").meta["compile"] is True
 
 
+def test_a_failed_capture_under_compile_is_a_warning_not_a_traceback(capsys, tmp_path,
+                                                                     monkeypatch):
+    """``xpnn train --backend cupy --compile`` ended in CuPy's capture traceback (issue
+    15): a capture that raises (faked here, as CuPy raises) now trains eagerly after one
+    CompileFallbackWarning."""
+    from helpers import FakeCapture
+
+    from xpnn.compile import CompileFallbackWarning
+    from xpnn.compile.cuda_graph import CudaGraphStep
+    from xpnn.training import step as step_module
+
+    refused = NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                  "unsupported")
+    monkeypatch.setattr(step_module, "compile_step", lambda fn, *a, **k: (
+        CudaGraphStep(fn, FakeCapture("numpy", fail_on_begin=refused)), True))
+    with pytest.warns(CompileFallbackWarning, match="cuBLAS") as record:
+        code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run", "--compile"))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert sum(issubclass(w.category, CompileFallbackWarning) for w in record) == 1
+    assert History.load_json(tmp_path / "run" / "history.json").iteration[-1] == 50
+
+
+def test_a_compile_mode_off_cuda_is_a_clear_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile",
+                                               "reduce-overhead"))
+    assert_one_line_error(code, err)
+    assert "reduce-overhead" in err and "CUDA" in err
+
+
 # -- issue 8.4: the namespace, not its name ------------------------------------------------
 
 

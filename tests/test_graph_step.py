@@ -1,19 +1,20 @@
-"""The CUDA-graph step's buffer handling (``xpnn.backend._CudaGraphStep``), run on the
-CPU. ``ReplayedStep`` keeps everything of the real class (buffers cloned from the
-first state, arguments copied in unless they are the buffers, the step's result
-copied back into them in place, the buffers returned) and replaces only the capture:
-its "graph" re-runs the step on the same buffers. What a real capture adds (no host
-synchronisation inside the step, a fixed memory pool) needs a GPU; the jax.jit and
-torch.compile tests already show the step has no host-dependent control flow."""
+"""The CUDA-graph step's buffer handling (``xpnn.compile.cuda_graph.CudaGraphStep``),
+run on the CPU. ``FakeCapture`` (tests/helpers.py) keeps everything of the real class
+(buffers cloned from the first state, arguments copied in unless they are the
+buffers, the step's result copied back into them in place, the buffers returned) and
+replaces only the capture: its "graph" re-runs the step on the same buffers. What a
+real capture adds (no host synchronisation inside the step, a fixed memory pool)
+needs a GPU; the jax.jit and torch.compile tests already show the step has no
+host-dependent control flow."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import host_leaves
+from helpers import FakeCapture, host_leaves
 
 import xpnn
-from xpnn.backend import _CudaGraphStep
+from xpnn.compile.cuda_graph import CudaGraphStep
 from xpnn.training import make_step, train
 from xpnn.training import step as step_module
 
@@ -22,34 +23,33 @@ LR = {"sgd": 0.1, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0
       "adam": 0.01}
 
 
-class ReplayedStep(_CudaGraphStep):
-    """The real buffer handling; "capture" records the step, "replay" re-runs it."""
+class Captures:
+    """The fake captures made by the patched ``compile_step``."""
 
-    captures = 0
+    made: list = []
 
-    def _capture_graph(self):
-        ReplayedStep.captures += 1
-        self.graph = self._run_and_store
-
-    def _replay(self):
-        self.graph()
+    @classmethod
+    def count(cls) -> int:
+        return sum(c.events.count("end") for c in cls.made)
 
 
 @pytest.fixture(params=["numpy", "torch"])
 def lib(request, monkeypatch):
     """A host library whose arrays support in-place copies, with ``compile=True``
-    routed through ReplayedStep (in place, the state donated, as on CUDA)."""
+    routed through CudaGraphStep on a FakeCapture (in place, the state donated, as on
+    CUDA)."""
     if request.param == "torch":
         torch = pytest.importorskip("torch")
         to_array = torch.as_tensor
     else:
         to_array = np.asarray
 
-    def compile_step(fn, xp, device=None):
-        return ReplayedStep(fn, request.param), True
+    def compile_step(fn, xp, device=None, mode=None, matmul_hooks=()):
+        Captures.made.append(FakeCapture(request.param))
+        return CudaGraphStep(fn, Captures.made[-1]), True
 
     monkeypatch.setattr(step_module, "compile_step", compile_step)
-    ReplayedStep.captures = 0
+    Captures.made = []
     return request.param, to_array
 
 
@@ -88,7 +88,7 @@ def test_replayed_steps_equal_eager_steps(lib, name):
         buffers = s_graph if buffers is None else buffers
         assert s_graph is buffers  # every call returns the same buffers, updated in place
         _assert_same(s_graph, s_eager)
-    assert ReplayedStep.captures == 1
+    assert Captures.count() == 1
     assert int(s_graph["iteration"]) == len(batches)
 
 
@@ -112,7 +112,7 @@ def test_a_changed_lr_and_rebound_params_reach_the_buffers(lib):
     s_eager = eager({**s_eager, "params": halved}, x3, T3)
     s_graph = graph({**s_graph, "params": dict(halved)}, x3, T3)
     _assert_same(s_graph, s_eager)
-    assert ReplayedStep.captures == 1
+    assert Captures.count() == 1
 
 
 def test_the_first_bad_flag_survives_in_place_updates(lib):
@@ -156,4 +156,4 @@ def test_train_through_the_replayed_step_matches_eager(lib):
     assert p1.keys() == p2.keys()
     for key in p1:
         np.testing.assert_array_equal(p2[key], p1[key], err_msg=key)
-    assert ReplayedStep.captures == 1
+    assert Captures.count() == 1

@@ -87,7 +87,17 @@ def test_device_names_of_jax_device_objects():
     tfrt = types.SimpleNamespace(platform="cpu", id=0, __str__=lambda self: "TFRT_CPU_0")
     assert B.device_name(jnp, tfrt) == "cpu:0"
     assert B.device_name(jnp, types.SimpleNamespace(platform="gpu", id=1)) == "cuda:1"
-    assert B.device_name(jnp, None) == "cpu:0"
+    default = jax.devices()[0]  # the CPU here, the GPU where JAX has one
+    platform = "cuda" if default.platform == "gpu" else default.platform
+    assert B.device_name(jnp, None) == f"{platform}:{default.id}"
+
+
+def test_the_default_jax_device_is_named_for_what_it_is(monkeypatch):
+    """None names JAX's default device, which is the GPU where JAX has one (the H200
+    run: this test's predecessor asserted 'cpu:0' and failed there)."""
+    gpu = types.SimpleNamespace(platform="gpu", id=0)
+    monkeypatch.setattr(jax, "devices", lambda *backend: [gpu])
+    assert B.device_name(jnp, None) == "cuda:0"
 
 
 def test_host_round_trips_and_other_backends():

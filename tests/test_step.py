@@ -12,7 +12,7 @@ import pytest
 from helpers import counting_update, host_leaves
 
 import xpnn
-from xpnn.backend import compile_step
+from xpnn.compile import compile_step
 from xpnn.training import make_step, train
 
 OPTIMIZERS = sorted(xpnn.OPTIMIZERS)

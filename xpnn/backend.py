@@ -23,7 +23,6 @@ import contextlib
 import importlib
 import os
 import types
-import warnings
 
 import array_api_compat
 import numpy as np
@@ -549,149 +548,15 @@ def asarray(x, backend=None, device=None, dtype=None):
     return xp.asarray(host, device=dev)
 
 
-# -- compile hooks ------------------------------------------------------------------------
-# Owned by the training step (xpnn.training.step); the rest of this file is backend policy.
+# -- moved ------------------------------------------------------------------------------
+# The compile seam lives in xpnn.compile (CUDA graphs, the CuPy GEMM route, torch.compile
+# modes) and the tree helpers in xpnn.tree; the old names still resolve, lazily, so that
+# this module imports nothing of them (xpnn.compile imports this module).
+
+_MOVED = {"compile_step": "xpnn.compile", "map_tree": "xpnn.tree"}
 
 
-def compile_step(fn, xp, device=None):
-    """Compile a pure step ``fn(state, *batch) -> state`` for ``xp``'s backend.
-
-    Returns ``(compiled, donates)``; ``donates`` says that the state passed in is used
-    up (its arrays must not be read afterwards):
-
-    * NumPy, array-api-strict (and anything unknown): ``fn`` itself.
-    * JAX: ``jax.jit(fn, donate_argnums=0)`` (the new state reuses the old one's memory).
-    * PyTorch on the CPU: ``torch.compile(fn)`` (one graph; lr and counters are 0-d
-      tensors in the state, so nothing retraces).
-    * CUDA (PyTorch or CuPy): ``fn`` captured once as a CUDA graph over preallocated
-      state and batch buffers (``_CudaGraphStep``).
-    """
-    name = backend_name(xp)
-    if name == "jax":
-        import jax
-
-        return jax.jit(fn, donate_argnums=0), True
-    if name == "cupy" or (name == "torch" and getattr(device, "type", None) == "cuda"):
-        return _CudaGraphStep(fn, name), True
-    if name == "torch":
-        import torch
-
-        # array_api_compat's namespace lookup is lru_cached; dynamo traces through the
-        # cache (correctly: it only memoises type tests) and warns once per call site
-        warnings.filterwarnings(
-            "ignore", message=r"Dynamo detected a call to a `functools\.lru_cache`",
-            category=UserWarning)
-        return torch.compile(_own_code(fn), dynamic=False), False
-    return fn, False
-
-
-def _own_code(fn):
-    """``fn`` behind a wrapper with a code object of its own. torch.compile keeps its
-    compiled graphs per code object, at most ``recompile_limit`` (8) of them, and every
-    step's ``pure`` shares one code object: without this, the ninth compiled step of a
-    process would silently run eagerly."""
-
-    def step(state, *batch):
-        return fn(state, *batch)
-
-    step.__code__ = step.__code__.replace()  # a new code object, same contents
-    return step
-
-
-def _leaves(tree) -> list:
-    """The arrays of a nest of dicts, in sorted-key order."""
-    if isinstance(tree, dict):
-        return [leaf for key in sorted(tree) for leaf in _leaves(tree[key])]
-    return [tree]
-
-
-def map_tree(fn, tree, sort: bool = False):
-    """``fn`` applied to every leaf of a nest of dicts: the same keys, in each dict's
-    own order, or in sorted order with ``sort`` (the order ``_leaves`` walks)."""
-    if isinstance(tree, dict):
-        return {key: map_tree(fn, tree[key], sort) for key in (sorted(tree) if sort else tree)}
-    return fn(tree)
-
-
-class _CudaGraphStep:
-    """``fn(state, *batch) -> state`` replayed as one CUDA graph (PyTorch or CuPy).
-
-    The first call copies the state and batch into buffers of their own, runs ``fn``
-    twice to warm up, then captures ``fn`` followed by copying its result into the
-    state buffers in place. Every call copies its arguments into the buffers (skipped
-    for arrays that are the buffers, as the returned state is), replays the graph and
-    returns the state buffers.
-
-    The buffer handling is exercised on the CPU by tests/test_graph_step.py (a
-    subclass whose "graph" re-runs the step on the same buffers); the capture itself
-    has not yet run on a GPU in this repository.
-    """
-
-    def __init__(self, fn, lib: str):
-        self.fn, self.torch = fn, lib == "torch"
-        self.graph = self.state = self.batch = self.stream = None
-
-    def _clone(self, a):
-        return a.clone() if self.torch else a.copy()
-
-    def _copy(self, dst, src):
-        if dst is src:
-            return
-        if self.torch:
-            dst.copy_(src)
-        else:
-            dst[...] = src
-
-    def _run_and_store(self):
-        out = self.fn(self.state, *self.batch)
-        for dst, src in zip(_leaves(self.state), _leaves(out), strict=True):
-            self._copy(dst, src)
-
-    def _capture_graph(self):
-        """Record ``_run_and_store`` on the buffers as ``self.graph``."""
-        if self.torch:
-            import torch
-
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self.fn(self.state, *self.batch)
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._run_and_store()
-        else:
-            import cupy
-
-            self.stream = cupy.cuda.Stream(non_blocking=True)
-            self.stream.wait_event(cupy.cuda.get_current_stream().record())
-            with self.stream:
-                for _ in range(2):
-                    self.fn(self.state, *self.batch)
-                self.stream.begin_capture()
-                self._run_and_store()
-                self.graph = self.stream.end_capture()
-
-    def _replay(self):
-        if self.torch:
-            self.graph.replay()
-        else:
-            import cupy
-
-            current = cupy.cuda.get_current_stream()
-            self.stream.wait_event(current.record())
-            self.graph.launch(self.stream)
-            current.wait_event(self.stream.record())
-
-    def __call__(self, state, *batch):
-        if self.graph is None:
-            self.state = map_tree(self._clone, state)
-            self.batch = [self._clone(b) for b in batch]
-            self._capture_graph()
-        for dst, src in zip(_leaves(self.state), _leaves(state), strict=True):
-            self._copy(dst, src)
-        for dst, src in zip(self.batch, batch, strict=True):
-            self._copy(dst, src)
-        self._replay()
-        return self.state
+def __getattr__(name):
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

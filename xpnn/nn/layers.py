@@ -18,32 +18,38 @@ tensor from the Python scalar on every call (on CUDA a host-to-device copy, unde
 from __future__ import annotations
 
 import math
+import operator
 
 
 class Affine:
     """y = x @ W + b.   x: (..., N, d_in), W: (d_in, d_out), b: (d_out,) -> (..., N, d_out).
 
     ``forward(W, b, x) -> (y, cache)``; ``backward(W, cache, dout) -> (dx, dW, db)``.
+
+    Every product goes through ``self.matmul`` (``a @ b`` unless replaced): the one
+    seam where a compiled step swaps in another GEMM (``xpnn.compile``'s CuPy route,
+    set only while a CUDA graph is captured).
     """
 
     def __init__(self, xp):
         self.xp = xp
+        self.matmul = operator.matmul
 
     def forward(self, W, b, x):
         if x.ndim == 2:
-            return x @ W + b, x
+            return self.matmul(x, W) + b, x
         # a stack: one (P*N, d_in) @ W product, not P small ones
         lead = tuple(x.shape[:-1])
         flat = self.xp.reshape(x, (math.prod(lead), x.shape[-1]))
-        return self.xp.reshape(flat @ W + b, (*lead, W.shape[1])), x
+        return self.xp.reshape(self.matmul(flat, W) + b, (*lead, W.shape[1])), x
 
     def backward(self, W, cache, dout, input_grad: bool = True):
         """dx (None when ``input_grad`` is false: the first layer's input needs no
         gradient, and that product costs as much as the forward), dW, db."""
         x = cache
-        dW = x.T @ dout
+        dW = self.matmul(x.T, dout)
         db = self.xp.sum(dout, axis=0)
-        return (dout @ W.T if input_grad else None), dW, db
+        return (self.matmul(dout, W.T) if input_grad else None), dW, db
 
 
 class Sigmoid:

@@ -429,9 +429,10 @@ def train(
                      are restored whenever it is set, also at a normal end
     eval_batch_size  rows per chunk when evaluating the full sets
     log              where messages go (default print)
-    compile          compile the step for the backend (``xpnn.backend.compile_step``:
+    compile          compile the step for the backend (``xpnn.compile.compile_step``:
                      jax.jit, torch.compile, CUDA graphs); needs backprop and an
-                     ``xpnn.optim`` optimiser
+                     ``xpnn.optim`` optimiser. True, or on CUDA a mode: "graph" (the
+                     default there) or "reduce-overhead" (PyTorch's torch.compile mode)
     comm             None (one process) or a communicator (see the module docstring)
     executor         gradient='numerical' only: a concurrent.futures.Executor, a Dask
                      Client, or an xpnn.dist communicator (every rank calling) that

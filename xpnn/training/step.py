@@ -23,9 +23,11 @@ import math
 
 import array_api_compat
 
-from ..backend import compile_step, device_of, map_tree
+from ..backend import device_of
+from ..compile import MODES, check_mode, compile_step
 from ..nn import functional
 from ..optim.transforms import checked_parts
+from ..tree import map_tree
 
 __all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
 
@@ -141,8 +143,10 @@ class Step:
     net        an ``xpnn.MLP`` (its architecture; its params seed ``init``)
     optimizer  an optimiser with a pure ``transform`` (``xpnn.optim``), or any object
                with ``update(params, grads)`` and ``lr`` (eager only)
-    compile    False: plain Python; True: compiled per backend (``xpnn.backend.
-               compile_step``: jax.jit, torch.compile, CUDA graphs; NumPy unchanged)
+    compile    False: plain Python; True: compiled per backend (``xpnn.compile.
+               compile_step``: jax.jit, torch.compile, CUDA graphs; NumPy unchanged);
+               or a mode of ``xpnn.compile.MODES`` on CUDA: "graph" (True's choice
+               there), "reduce-overhead" (torch.compile's CUDA graphs, PyTorch only)
     comm       None, or a communicator whose ``allreduce_mean(grads, weight)`` averages
                each rank's gradient (weight: the rank's rows in the batch); eager only
     gradient   (params, x, T) -> grads; default backprop (``backprop_gradient_fn``)
@@ -154,8 +158,11 @@ class Step:
     """
 
     def __init__(self, net, optimizer, *, compile=False, comm=None, gradient=None):
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False, got {compile!r}")
+        if not isinstance(compile, bool) and compile not in MODES:
+            raise TypeError(f"compile must be True or False (or on CUDA a mode of {MODES}), "
+                            f"got {compile!r}")
+        mode = compile if isinstance(compile, str) else None
+        check_mode(mode, net.xp, net.device)
         self.net, self.xp, self.optimizer, self.comm = net, net.xp, optimizer, comm
         self._gradient = backprop_gradient_fn(net) if gradient is None else gradient
         transform = _pure_transform(optimizer)
@@ -179,11 +186,13 @@ class Step:
             raise ValueError("compile=True with comm is not supported: the gradient "
                              "average runs between ranks outside the compiled step")
         self._zeros = zero_vectors(self.xp, net.params)
-        self.compiled = compile
+        self.compiled = bool(compile)
+        self.compile_mode = mode
         self.donates = False
         self._call = self.pure
         if compile:
-            self._call, self.donates = compile_step(self.pure, self.xp, net.device)
+            self._call, self.donates = compile_step(
+                self.pure, self.xp, net.device, mode=mode, matmul_hooks=(net.arch.affine,))
 
     def init(self, params: dict | None = None, lr: float | None = None) -> dict:
         """A first state: ``params`` (default: the network's; not copied), the

@@ -1,0 +1,108 @@
+"""bench/gpu_check.py without a GPU: its CPU dry run (the same code path, a worker
+process per backend, on tiny nets), the clear exit without a GPU, the exit status of
+a correctness failure, and the bench targets' XPNN_BENCH_BACKENDS filter."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import benchcommon  # noqa: E402
+import gpu_check  # noqa: E402
+
+
+def test_the_dry_run_checks_and_reports(tmp_path):
+    """The NumPy worker end to end: every optimizer's compiled step checked against
+    eager, every timing row present (as information: no GPU targets on a CPU), the
+    JSON and Markdown reports written, exit 0."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py"), "--dry-run", "--backends", "numpy",
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (report,) = tmp_path.glob("gpu-check-dryrun-*.json")
+    data = json.loads(report.read_text())
+    rows = data["rows"]
+    correctness = [r for r in rows if r["kind"] == "correctness"]
+    assert len(correctness) == 6 and all(r["ok"] is True for r in correctness)
+    assert all(r["value"] <= 1e-12 for r in correctness)
+    checks = {r["check"] for r in rows}
+    for name in ("eager step, seed 12-6-3 b8", "compile=True step, wide 12-10-10-3 b16",
+                 "numerical gradient, seed (float64)"):
+        assert name in checks
+    timings = [r for r in rows if r["unit"] == "us"]
+    assert timings and all(r["ok"] is None and r["value"] > 0 for r in timings)
+    meta = data["meta"]
+    assert meta["dry_run"] and meta["devices"] == {"numpy": "cpu"} and meta["commit"]
+    assert meta["versions"]["numpy"]
+    md = report.with_suffix(".md").read_text()
+    assert "CPU dry run" in md and "| numpy | compile=True == eager, sgd" in md
+
+
+def test_without_a_gpu_it_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(benchcommon, "available_targets", lambda: [
+        benchcommon.Target("numpy", "numpy", None, False)])
+    assert gpu_check.main([]) == 3
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--dry-run" in err and "Traceback" not in err
+
+
+def test_a_correctness_failure_or_a_dead_worker_fails_the_run(monkeypatch, tmp_path, capsys):
+    def fake_worker(name, args, mnist):
+        rows = [gpu_check.row(name, "compile=True == eager, sgd", 3e-9, "rel", "<= 1e-12",
+                              name != "numpy", "correctness"),
+                gpu_check.row(name, "compile=True step", 500.0, "us", "<= 80 us", False)]
+        return {"rows": rows, "device": "cpu"}
+
+    monkeypatch.setattr(gpu_check, "run_worker", fake_worker)
+    args = ["--dry-run", "--out", str(tmp_path)]
+    assert gpu_check.main([*args, "--backends", "torch"]) == 0  # a missed speed target
+    assert gpu_check.main([*args, "--backends", "numpy,torch"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "1 correctness failure" in out
+
+
+def test_derived_rows_compare_with_pytorch_in_the_same_run():
+    rows = [dict(gpu_check.row("torch-cuda", "x", 325.0, "us"), key="torch-eager:seed"),
+            dict(gpu_check.row("torch-cuda", "x", 617.0, "us"), key="eager:seed"),
+            dict(gpu_check.row("cupy", "x", 300.0, "us"), key="eager:seed"),
+            dict(gpu_check.row("torch-cuda", "x", 134.0, "us"), key="compile=True:seed"),
+            dict(gpu_check.row("torch-cuda", "x", 90.0, "us"),
+                 key="compile=reduce-overhead:seed")]
+    derived = {(r["backend"], r["check"].split(",")[0]): r
+               for r in gpu_check.derived_rows(rows, dry_run=False)}
+    assert derived[("torch-cuda", "eager seed step <= PyTorch eager autograd (same run)")][
+        "ok"] is False
+    assert derived[("cupy", "eager seed step <= PyTorch eager autograd (same run)")]["ok"]
+    assert "reduce-overhead: graph 134.0" in derived[
+        ("torch-cuda", "faster torch compile mode")]["note"]
+
+
+@pytest.mark.parametrize("wanted,has_jax", [("numpy,torch-cuda", False), ("jax", True),
+                                            ("", True)])
+def test_jax_rows_follow_xpnn_bench_backends(monkeypatch, wanted, has_jax):
+    """The bench ran JAX rows under XPNN_BENCH_BACKENDS=cupy,torch-cuda (issue 15);
+    a JAX target now says which device it runs on."""
+    pytest.importorskip("jax")
+    monkeypatch.setenv("XPNN_BENCH_BACKENDS", wanted)
+    target = benchcommon.jax_target()
+    assert (target is not None) == has_jax
+    if target is not None:
+        assert target.device in ("cpu:0", "cuda:0") and target.gpu == (target.device != "cpu:0")
+
+
+def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
+    """The parent stops a worker at its time limit: the run fails, with a row saying
+    so (and the sections the worker had finished, none here, kept)."""
+    args = argparse.Namespace(dry_run=True, timeout=0.5)
+    data = gpu_check.run_worker("numpy", args, mnist=False)
+    (last,) = [r for r in data["rows"] if r["check"] == "worker"]
+    assert last["kind"] == "error" and last["ok"] is False
+    assert "timed out after 0.5 s (finished: nothing)" in last["note"]
