@@ -307,6 +307,15 @@ def test_download_verifies_and_caches(server, cache, capsys):
     np.testing.assert_array_equal(t2, t)
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_download_progress_bar(server, cache, capsys, progress):
+    # pooch's HTTPDownloader draws tqdm's bar on stderr (a byte count per file)
+    load_mnist(mirrors=[server.url + "good/"], checksums=server.checksums, progress=progress)
+    err = capsys.readouterr().err
+    assert ("100%" in err) == progress, err
+    assert ("B/s" in err) == progress, err
+
+
 def test_download_into_user_path(server, tmp_path):
     folder = tmp_path / "mine" / "nested"
     load_fashion_mnist(path=folder, mirrors=server.url + "good", checksums=server.checksums)
