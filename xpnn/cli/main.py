@@ -40,6 +40,7 @@ from .errors import (
     one_line,
 )
 from .output import OutputFolder
+from .threads import gemm_work, limit_threads, plan_threads
 
 DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals")
 TOY = ("moons", "spirals")
@@ -71,6 +72,12 @@ FLOAT64_NOTE = (
     "note: --gradient numerical trains in float64 unless --dtype says otherwise: in "
     "float32 with h=1e-4 the central difference's error on W1 (up to ~2.5e-3) exceeds "
     "the true W1 gradient (at most ~1e-3)"
+)
+
+#: shown for --backend jax without --compile (the step then runs op by op)
+JAX_EAGER_HINT = (
+    "hint: without --compile JAX runs the step one operation at a time, several times "
+    "slower than NumPy on the CPU; add --compile to run it as one jitted function"
 )
 
 #: shown on stderr (whatever --no-progress/--quiet say) for numerical training in float32
@@ -149,6 +156,13 @@ def _add_backend_flags(p, dtype_help: str):
                    help="device of the backend, e.g. cpu, cuda, cuda:1 (default: the "
                         "backend's default device)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help=dtype_help)
+
+
+def _add_threads_flag(p):
+    p.add_argument("--threads", type=argtypes.nonneg_int, default=None, metavar="N",
+                   help="BLAS/OpenMP threads (threadpoolctl), or 0 to leave the pools as "
+                        "they are (default: 1 for small matrix products such as the "
+                        "book's net, else the cores not already busy; see the banner)")
 
 
 def _preset_table() -> str:
@@ -252,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     it = g.add_mutually_exclusive_group()
     it.add_argument("--iters", type=argtypes.positive_int, default=None,
                     help="number of updates (default: per dataset, 10000 for MNIST)")
-    it.add_argument("--epochs", type=argtypes.positive_int, default=None,
-                    help="number of passes over the training set, instead of --iters")
+    it.add_argument("--epochs", type=argtypes.positive_float, default=None,
+                    help="number of passes over the training set, instead of --iters; "
+                         "fractions too, e.g. 0.5 (rounded up to whole iterations)")
     g.add_argument("--gradient", choices=("backprop", "numerical"), default="backprop",
                    help="how gradients are computed; numerical = central differences "
                         "(slow: the book's 17-hour run)")
@@ -275,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(
         g, "floating dtype of parameters and data (default: float32; float64 with "
            "--gradient numerical)")
+    _add_threads_flag(g)
 
     g = t.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -323,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=("batched", "loop"), default="batched",
                    help="numerical gradient: broadcast ('batched') or element by element")
     _add_backend_flags(c, "floating dtype (default: float64)")
+    _add_threads_flag(c)
     c.set_defaults(func=cmd_gradcheck)
     from . import evaluate, predict  # they import this module
 
@@ -440,6 +457,31 @@ def _load_data(args, cfg, backend, device):
     kw = dict(n_samples=args.samples, noise=args.noise, backend=backend, device=device,
               dtype=dtype)
     return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw)
+
+
+def _rows_words(x_train, x_test, dist) -> str:
+    """The data's rows for the banner: the whole run's, and under data-parallel MPI
+    how they are split over the ranks."""
+    n_train, n_test = int(x_train.shape[0]), int(x_test.shape[0])
+    words = f"{n_train} train, {n_test} test"
+    if dist.comm is None or dist.size == 1:
+        return words
+    from ..dist.comm import shard_range
+
+    def each(n):
+        counts = {b - a for a, b in (shard_range(n, r, dist.size) for r in range(dist.size))}
+        return " or ".join(str(c) for c in sorted(counts, reverse=True))
+
+    return (f"{words}, split over {dist.size} MPI ranks: {each(n_train)} train and "
+            f"{each(n_test)} test rows each")
+
+
+def _batch_words(batch_size, dist) -> str:
+    if batch_size is None:
+        return "full batch"
+    if dist.comm is None or dist.size == 1:
+        return f"batch {batch_size}"
+    return f"batch {batch_size * dist.size} ({batch_size} per rank)"
 
 
 def _default_out(dataset: str) -> Path:
@@ -585,7 +627,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     if args.gradient == "numerical" and cfg["dtype_defaulted"]:
         _say(args, FLOAT64_NOTE)
     (x_tr, t_tr), (x_te, t_te) = _load_data(args, cfg, args.backend, args.device)
-    x_all, t_all = x_tr, t_tr  # for the decision-boundary plot
+    x_all, t_all, x_te_all = x_tr, t_tr, x_te  # the plot and the banner's totals
     x_tr, t_tr = dist.shard(x_tr, t_tr)  # data-parallel: this rank's rows (else all)
     x_te, t_te = dist.shard(x_te, t_te)
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
@@ -599,15 +641,19 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     eval_every = args.eval_every
     if eval_every is None and (cfg["batch_size"] is None or cfg["batch_size"] >= n_train):
         total = cfg["iters"] if cfg["iters"] is not None else cfg["epochs"]
-        eval_every = max(1, total // 100)
-    bs = "full batch" if cfg["batch_size"] is None else f"batch {cfg['batch_size']}"
+        eval_every = max(1, int(total // 100))
     length = (f"{cfg['iters']} iterations" if cfg["iters"] is not None
-              else f"{cfg['epochs']} epochs")
+              else f"{cfg['epochs']:g} epoch{'s' if cfg['epochs'] != 1 else ''}")
+    rows = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
+    n_threads, threads_note = plan_threads(args.threads, gemm_work(sizes, rows), dist.size)
     _say(args,
-         f"xpnn train: {args.dataset} ({n_train} train, {int(x_te.shape[0])} test) on "
+         f"xpnn train: {args.dataset} ({_rows_words(x_all, x_te_all, dist)}) on "
          f"{net.backend} {net.dtype_name}, sizes {sizes}, "
          f"{cfg['activation'] if sizes[1:-1] else 'no hidden layer'}, {args.optimizer} "
-         f"lr {cfg['lr']:g}, {bs}, {length}, {args.gradient} gradients")
+         f"lr {cfg['lr']:g}, {_batch_words(cfg['batch_size'], dist)}, {length}, "
+         f"{args.gradient} gradients, {threads_note}")
+    if net.backend == "jax" and not args.compile and args.gradient == "backprop":
+        _say(args, JAX_EAGER_HINT)
     warned_float32 = args.gradient == "numerical" and net.dtype_name == "float32"
     if warned_float32 and dist.is_root:
         h = args.h if args.h is not None else net.default_h()
@@ -619,13 +665,15 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     }
     start = time.perf_counter()
     try:
-        history = train(
-            net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer,
-            batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
-            gradient=args.gradient, eval_every=eval_every, seed=args.seed,
-            progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
-            compile=args.compile, comm=dist.comm, executor=dist.executor,
-        )
+        with limit_threads(n_threads):
+            history = train(
+                net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer,
+                batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
+                gradient=args.gradient, eval_every=eval_every, seed=args.seed,
+                progress=not args.no_progress, h=args.h,
+                log=_trainer_log(args, warned_float32), compile=args.compile,
+                comm=dist.comm, executor=dist.executor,
+            )
     except BaseException as exc:
         note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
         if note:
@@ -703,9 +751,11 @@ def cmd_gradcheck(args) -> int:
     x = asarray(x, backend=net.xp, device=net.device, dtype=net.dtype_name)
     t = asarray(t, backend=net.xp, device=net.device,
                 dtype=net.dtype_name if args.loss == "mse" else None)
-    print(f"{net!r}, batch {args.batch}, {net.n_params} parameters")
-    result = gradient_check(net, x, t, threshold=args.threshold, h=args.h, method=args.method,
-                            atol=args.atol)
+    n_threads, threads_note = plan_threads(args.threads, gemm_work(sizes, args.batch))
+    print(f"{net!r}, batch {args.batch}, {net.n_params} parameters, {threads_note}")
+    with limit_threads(n_threads):
+        result = gradient_check(net, x, t, threshold=args.threshold, h=args.h,
+                                method=args.method, atol=args.atol)
     print(result.table())
     return 0 if result.passed else 1
 
