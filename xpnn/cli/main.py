@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="number of updates (default: per dataset, 10000 for MNIST)")
     it.add_argument("--epochs", type=argtypes.positive_float, default=None,
                     help="number of passes over the training set, instead of --iters; "
-                         "fractions too, e.g. 0.5 (rounded up to whole iterations)")
+                         "fractions too, e.g. 0.5 (rounded to whole iterations, at least 1)")
     g.add_argument("--gradient", choices=("backprop", "numerical"), default="backprop",
                    help="how gradients are computed; numerical = central differences "
                         "(slow: the book's 17-hour run)")
@@ -642,6 +642,13 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     if eval_every is None and (cfg["batch_size"] is None or cfg["batch_size"] >= n_train):
         total = cfg["iters"] if cfg["iters"] is not None else cfg["epochs"]
         eval_every = max(1, int(total // 100))
+    elif eval_every is None and dist.comm is not None:
+        # one epoch of the largest shard, the same on every rank: the trainer's default
+        # (an epoch of each rank's own shard) differs between unequal shards
+        from ..dist.comm import shard_range
+
+        first, stop = shard_range(int(x_all.shape[0]), 0, dist.size)
+        eval_every = -(-(stop - first) // cfg["batch_size"])
     length = (f"{cfg['iters']} iterations" if cfg["iters"] is not None
               else f"{cfg['epochs']:g} epoch{'s' if cfg['epochs'] != 1 else ''}")
     rows = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
