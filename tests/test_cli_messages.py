@@ -148,3 +148,23 @@ def test_jax_without_compile_suggests_it(capsys, tmp_path):
     code, out, err = run(capsys, "train", "--dataset", "moons", "--iters", "2",
                          "--no-progress", "--out", str(tmp_path / "np"))
     assert code == 0 and "hint:" not in out
+
+
+# -- the numerical-gradient notes state the real default steps --------------------------
+
+
+def test_float_notes_quote_the_default_steps_of_the_code():
+    from xpnn.cli.main import FLOAT32_NUMERICAL_WARNING, FLOAT64_NOTE
+    from xpnn.training import runner
+
+    h32 = xpnn.MLP([2, 2], dtype="float32").default_h()
+    h64 = xpnn.MLP([2, 2], dtype="float64").default_h()
+
+    def steps(text):
+        return [float(v) for v in re.findall(r"(?:h=|default step )(\d[\d.]*e-\d+)", text)]
+
+    assert steps(FLOAT64_NOTE) == [h32, h64]  # it used to quote the book's h=1e-4
+    assert steps(FLOAT32_NUMERICAL_WARNING) == [h32]
+    import inspect
+
+    assert steps(inspect.getsource(runner.train)) == [h32]
