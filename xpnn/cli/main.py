@@ -77,8 +77,8 @@ FLOAT64_NOTE = (
 
 #: shown for --backend jax without --compile (the step then runs op by op)
 JAX_EAGER_HINT = (
-    "hint: without --compile JAX runs the step one operation at a time, several times "
-    "slower than NumPy on the CPU; add --compile to run it as one jitted function"
+    "hint: without --compile JAX dispatches the step one operation at a time, which is "
+    "slow; add --compile to run it as one jitted function"
 )
 
 #: shown on stderr (whatever --no-progress/--quiet say) for numerical training in float32
