@@ -575,7 +575,8 @@ def _meta(net, optimizer, base_lr, lr_schedule, batch_size, gradient, h, seed, n
         "wall_time": 0.0,
     }
     if comm is not None:  # the run's rows, not this rank's shard (which read as unused data)
-        rows = comm.allreduce_sum([n, 0 if test_set is None else test_set[0].shape[0]])
+        rows = [n, 0 if test_set is None else test_set[0].shape[0]]
+        rows = comm.allreduce_sum(rows) if comm.size > 1 else rows
         meta.update(n_train=int(rows[0]), n_test=None if test_set is None else int(rows[1]),
                     n_train_rank=n,
                     batch_size_global=None if batch_size is None else batch_size * comm.size)
