@@ -195,7 +195,7 @@ def test_numerical_gradient_run_defaults_to_float64(capsys, tmp_path):
                              "--hidden", "3", "--gradient", "numerical", "--iters", "20",
                              "--out", str(tmp_path), "--no-progress")
     assert code == 0, err
-    assert "float64" in out.splitlines()[0] and "h=1e-4" in out  # the note, first
+    assert "float64" in out.splitlines()[0] and "h=5e-3" in out  # the note, first
     assert "float64" in out.strip().splitlines()[-1]
     history = History.load_json(tmp_path / "history.json")
     assert history.meta["gradient"] == "numerical" and history.meta["dtype"] == "float64"

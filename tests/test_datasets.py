@@ -28,6 +28,7 @@ from xpnn.data import (
     DatasetError,
     DatasetNotFoundError,
     datasets,
+    images,
     load_car_prices,
     load_fashion_mnist,
     load_mnist,
@@ -306,6 +307,15 @@ def test_download_verifies_and_caches(server, cache, capsys):
     np.testing.assert_array_equal(t2, t)
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_download_progress_bar(server, cache, capsys, progress):
+    # pooch's HTTPDownloader draws tqdm's bar on stderr (a byte count per file)
+    load_mnist(mirrors=[server.url + "good/"], checksums=server.checksums, progress=progress)
+    err = capsys.readouterr().err
+    assert ("100%" in err) == progress, err
+    assert ("B/s" in err) == progress, err
+
+
 def test_download_into_user_path(server, tmp_path):
     folder = tmp_path / "mine" / "nested"
     load_fashion_mnist(path=folder, mirrors=server.url + "good", checksums=server.checksums)
@@ -320,7 +330,7 @@ def test_bad_download_is_refused(server, cache, mirror):
     first = FILES[0]
     assert first in text and server.checksums[first] in text
     assert f"{mirror}/{first}" in text
-    assert files_in(cache) == []  # nothing bad (and no temp file) left behind
+    assert not cache.exists()  # nothing bad, no temp file, no empty folder left behind
 
 
 def test_first_mirror_404_falls_back(server, cache):
@@ -344,7 +354,7 @@ def test_all_mirrors_fail_lists_each(server, cache):
     assert server.url + "corrupt/" + FILES[0] in text and "SHA-256" in text
     assert dead + FILES[0] in text
     assert server.checksums[FILES[0]] in text
-    assert files_in(cache) == []
+    assert not cache.exists()
 
 
 def test_corrupt_file_in_cache_is_replaced(server, cache):
@@ -472,7 +482,7 @@ def test_sign_language_synthetic(fake_signs):
 def test_sign_language_exif_orientation(fake_signs):
     from PIL import Image, ImageOps
 
-    img = datasets._decode_image(Image, ImageOps, fake_signs / "Dataset/2/IMG_9.JPG", 16)
+    img = images._decode_image(Image, ImageOps, fake_signs / "Dataset/2/IMG_9.JPG", 16)
     assert img.shape == (16, 16) and img.dtype == np.uint8
     top, bottom = img[:6].mean(), img[10:].mean()
     left, right = img[:, :6].mean(), img[:, 10:].mean()
@@ -767,7 +777,7 @@ def test_sign_language_arguments_are_named_before_decoding(fake_signs, monkeypat
     def no_decoding(*args):
         raise AssertionError("decoded images before checking the arguments")
 
-    monkeypatch.setattr(datasets, "_decode_sign_dataset", no_decoding)
+    monkeypatch.setattr(images, "_decode_sign_dataset", no_decoding)
     with pytest.raises(ValueError, match=words):
         load_sign_language_digits(**{"path": fake_signs, "size": 8, **kwargs})
 
@@ -794,10 +804,10 @@ def test_large_class_labels_need_no_table(fake_signs):
 
 def test_too_many_images_for_the_memory_bound(fake_signs, monkeypatch):
     datasets.clear_cache()
-    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8 - 1)  # the 16 fakes at 8x8
+    monkeypatch.setattr(images, "MAX_SIGN_BYTES", 16 * 8 * 8 - 1)  # the 16 fakes at 8x8
     with pytest.raises(DatasetError, match="16 images under .* at 8x8 would take 1,024 bytes"):
         load_sign_language_digits(path=fake_signs, size=8)
-    monkeypatch.setattr(datasets, "MAX_SIGN_BYTES", 16 * 8 * 8)
+    monkeypatch.setattr(images, "MAX_SIGN_BYTES", 16 * 8 * 8)
     load_sign_language_digits(path=fake_signs, size=8)
 
 
@@ -810,7 +820,7 @@ def test_download_stops_at_the_known_size(server, cache):
         f.truncate(12 << 20)
     with pytest.raises(DatasetError, match=r"larger than 9,912,422 bytes"):
         load_mnist(mirrors=[server.url + "huge/"])
-    assert files_in(cache) == []
+    assert not cache.exists()
 
 
 def test_downloaded_file_gets_the_umask_permissions(server, tmp_path, monkeypatch):
@@ -830,11 +840,14 @@ def test_downloaded_file_gets_the_umask_permissions(server, tmp_path, monkeypatc
         assert (folder / name).stat().st_mode & 0o777 == 0o644
 
 
-def test_failed_download_leaves_no_temp_file(server, tmp_path):
+def test_failed_download_leaves_nothing_behind(server, tmp_path):
+    # not even the folder: a failed download used to leave user/ (and mnist/ folders in
+    # the cache) behind, empty
     folder = tmp_path / "user"
     with pytest.raises(DatasetError, match="SHA-256"):
         load_mnist(path=folder, mirrors=server.url + "corrupt/", checksums=server.checksums)
-    assert os.listdir(folder) == []
+    assert not folder.exists()
+    assert os.listdir(tmp_path) == ["www"]
 
 
 def test_temp_file_of_a_killed_download_is_removed(server, tmp_path):

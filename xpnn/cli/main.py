@@ -40,6 +40,7 @@ from .errors import (
     one_line,
 )
 from .output import OutputFolder
+from .threads import gemm_work, limit_threads, plan_threads
 
 DATASETS = ("mnist", "fashion-mnist", "sign-language-digits", "moons", "spirals")
 TOY = ("moons", "spirals")
@@ -64,20 +65,28 @@ PRESETS = {
 }
 
 #: shown when --gradient numerical picks float64 on its own
-#: (measured on the TwoLayerNet at its initial weights, MNIST batches of 100: float32
-#: central differences with h=1e-4 are off by up to 2.6e-3 (rms 4e-4) on W1, whose
-#: entries are at most 1.05e-3 (rms 1.4e-4); float64 with h=1e-5 is off by ~1e-10)
+#: (measured on the TwoLayerNet at its initial weights, seed 0, the first 100 MNIST rows,
+#: against the float64 backprop W1 gradient, whose entries are at most 9.45e-4 (rms
+#: 1.31e-4): float32 central differences at the default h=5e-3 are off by up to 5.5e-5
+#: (rms 1.2e-5), at the book's h=1e-4 by up to 2.4e-3; float64 with h=1e-5 by 7.7e-11)
 FLOAT64_NOTE = (
-    "note: --gradient numerical trains in float64 unless --dtype says otherwise: in "
-    "float32 with h=1e-4 the central difference's error on W1 (up to ~2.5e-3) exceeds "
-    "the true W1 gradient (at most ~1e-3)"
+    "note: --gradient numerical trains in float64 unless --dtype says otherwise: float32 "
+    "central differences (default step h=5e-3) miss MNIST's W1 gradient by up to ~6% of "
+    "its largest element, float64 (h=1e-5) by ~1e-10"
+)
+
+#: shown for --backend jax without --compile (the step then runs op by op)
+JAX_EAGER_HINT = (
+    "hint: without --compile JAX dispatches the step one operation at a time, which is "
+    "slow; add --compile to run it as one jitted function"
 )
 
 #: shown on stderr (whatever --no-progress/--quiet say) for numerical training in float32
 FLOAT32_NUMERICAL_WARNING = (
     "xpnn: warning: --gradient numerical in float32 (central differences with step "
-    "{h:g}) is only ~1e-3 accurate relative to the gradient, and on MNIST's W1 the error "
-    "exceeds the gradient itself; use --dtype float64"
+    "{h:g}) is coarse: on MNIST's W1 the default step 5e-3 misses by up to ~6% of the "
+    "largest gradient element, and steps below sqrt(eps) = 3.5e-4 by more than the "
+    "gradient itself; use --dtype float64"
 )
 #: how the trainer's own line about the same thing starts (not repeated)
 _TRAINER_FLOAT32_NOTE = "note: numerical gradients in float32"
@@ -149,6 +158,13 @@ def _add_backend_flags(p, dtype_help: str):
                    help="device of the backend, e.g. cpu, cuda, cuda:1 (default: the "
                         "backend's default device)")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help=dtype_help)
+
+
+def _add_threads_flag(p):
+    p.add_argument("--threads", type=argtypes.nonneg_int, default=None, metavar="N",
+                   help="BLAS/OpenMP threads (threadpoolctl), or 0 to leave the pools as "
+                        "they are (default: 1 for small matrix products such as the "
+                        "book's net, else the cores not already busy; see the banner)")
 
 
 def _preset_table() -> str:
@@ -252,8 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     it = g.add_mutually_exclusive_group()
     it.add_argument("--iters", type=argtypes.positive_int, default=None,
                     help="number of updates (default: per dataset, 10000 for MNIST)")
-    it.add_argument("--epochs", type=argtypes.positive_int, default=None,
-                    help="number of passes over the training set, instead of --iters")
+    it.add_argument("--epochs", type=argtypes.positive_float, default=None,
+                    help="number of passes over the training set, instead of --iters; "
+                         "fractions too, e.g. 0.5 (rounded to whole iterations, at least 1)")
     g.add_argument("--gradient", choices=("backprop", "numerical"), default="backprop",
                    help="how gradients are computed; numerical = central differences "
                         "(slow: the book's 17-hour run)")
@@ -275,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_flags(
         g, "floating dtype of parameters and data (default: float32; float64 with "
            "--gradient numerical)")
+    _add_threads_flag(g)
 
     g = t.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
@@ -323,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=("batched", "loop"), default="batched",
                    help="numerical gradient: broadcast ('batched') or element by element")
     _add_backend_flags(c, "floating dtype (default: float64)")
+    _add_threads_flag(c)
     c.set_defaults(func=cmd_gradcheck)
     from . import evaluate, predict  # they import this module
 
@@ -440,6 +459,31 @@ def _load_data(args, cfg, backend, device):
     kw = dict(n_samples=args.samples, noise=args.noise, backend=backend, device=device,
               dtype=dtype)
     return make(seed=args.seed, **kw), make(seed=args.seed + 1, **kw)
+
+
+def _rows_words(x_train, x_test, dist) -> str:
+    """The data's rows for the banner: the whole run's, and under data-parallel MPI
+    how they are split over the ranks."""
+    n_train, n_test = int(x_train.shape[0]), int(x_test.shape[0])
+    words = f"{n_train} train, {n_test} test"
+    if dist.comm is None or dist.size == 1:
+        return words
+    from ..dist.comm import shard_range
+
+    def each(n):
+        counts = {b - a for a, b in (shard_range(n, r, dist.size) for r in range(dist.size))}
+        return " or ".join(str(c) for c in sorted(counts, reverse=True))
+
+    return (f"{words}, split over {dist.size} MPI ranks: {each(n_train)} train and "
+            f"{each(n_test)} test rows each")
+
+
+def _batch_words(batch_size, dist) -> str:
+    if batch_size is None:
+        return "full batch"
+    if dist.comm is None or dist.size == 1:
+        return f"batch {batch_size}"
+    return f"batch {batch_size * dist.size} ({batch_size} per rank)"
 
 
 def _default_out(dataset: str) -> Path:
@@ -585,7 +629,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     if args.gradient == "numerical" and cfg["dtype_defaulted"]:
         _say(args, FLOAT64_NOTE)
     (x_tr, t_tr), (x_te, t_te) = _load_data(args, cfg, args.backend, args.device)
-    x_all, t_all = x_tr, t_tr  # for the decision-boundary plot
+    x_all, t_all, x_te_all = x_tr, t_tr, x_te  # the plot and the banner's totals
     x_tr, t_tr = dist.shard(x_tr, t_tr)  # data-parallel: this rank's rows (else all)
     x_te, t_te = dist.shard(x_te, t_te)
     sizes = [int(x_tr.shape[1]), *cfg["hidden"], n_out]
@@ -599,15 +643,26 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     eval_every = args.eval_every
     if eval_every is None and (cfg["batch_size"] is None or cfg["batch_size"] >= n_train):
         total = cfg["iters"] if cfg["iters"] is not None else cfg["epochs"]
-        eval_every = max(1, total // 100)
-    bs = "full batch" if cfg["batch_size"] is None else f"batch {cfg['batch_size']}"
+        eval_every = max(1, int(total // 100))
+    elif eval_every is None and dist.comm is not None:
+        # one epoch of the largest shard, the same on every rank: the trainer's default
+        # (an epoch of each rank's own shard) differs between unequal shards
+        from ..dist.comm import shard_range
+
+        first, stop = shard_range(int(x_all.shape[0]), 0, dist.size)
+        eval_every = -(-(stop - first) // cfg["batch_size"])
     length = (f"{cfg['iters']} iterations" if cfg["iters"] is not None
-              else f"{cfg['epochs']} epochs")
+              else f"{cfg['epochs']:g} epoch{'s' if cfg['epochs'] != 1 else ''}")
+    rows = n_train if cfg["batch_size"] is None else min(cfg["batch_size"], n_train)
+    n_threads, threads_note = plan_threads(args.threads, gemm_work(sizes, rows), dist.size)
     _say(args,
-         f"xpnn train: {args.dataset} ({n_train} train, {int(x_te.shape[0])} test) on "
+         f"xpnn train: {args.dataset} ({_rows_words(x_all, x_te_all, dist)}) on "
          f"{net.backend} {net.dtype_name}, sizes {sizes}, "
          f"{cfg['activation'] if sizes[1:-1] else 'no hidden layer'}, {args.optimizer} "
-         f"lr {cfg['lr']:g}, {bs}, {length}, {args.gradient} gradients")
+         f"lr {cfg['lr']:g}, {_batch_words(cfg['batch_size'], dist)}, {length}, "
+         f"{args.gradient} gradients, {threads_note}")
+    if net.backend == "jax" and not args.compile and args.gradient == "backprop":
+        _say(args, JAX_EAGER_HINT)
     warned_float32 = args.gradient == "numerical" and net.dtype_name == "float32"
     if warned_float32 and dist.is_root:
         h = args.h if args.h is not None else net.default_h()
@@ -619,13 +674,15 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     }
     start = time.perf_counter()
     try:
-        history = train(
-            net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer,
-            batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
-            gradient=args.gradient, eval_every=eval_every, seed=args.seed,
-            progress=not args.no_progress, h=args.h, log=_trainer_log(args, warned_float32),
-            compile=args.compile, comm=dist.comm, executor=dist.executor,
-        )
+        with limit_threads(n_threads):
+            history = train(
+                net, (x_tr, t_tr), (x_te, t_te), optimizer=optimizer,
+                batch_size=cfg["batch_size"], iters=cfg["iters"], epochs=cfg["epochs"],
+                gradient=args.gradient, eval_every=eval_every, seed=args.seed,
+                progress=not args.no_progress, h=args.h,
+                log=_trainer_log(args, warned_float32), compile=args.compile,
+                comm=dist.comm, executor=dist.executor,
+            )
     except BaseException as exc:
         note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
         if note:
@@ -703,9 +760,11 @@ def cmd_gradcheck(args) -> int:
     x = asarray(x, backend=net.xp, device=net.device, dtype=net.dtype_name)
     t = asarray(t, backend=net.xp, device=net.device,
                 dtype=net.dtype_name if args.loss == "mse" else None)
-    print(f"{net!r}, batch {args.batch}, {net.n_params} parameters")
-    result = gradient_check(net, x, t, threshold=args.threshold, h=args.h, method=args.method,
-                            atol=args.atol)
+    n_threads, threads_note = plan_threads(args.threads, gemm_work(sizes, args.batch))
+    print(f"{net!r}, batch {args.batch}, {net.n_params} parameters, {threads_note}")
+    with limit_threads(n_threads):
+        result = gradient_check(net, x, t, threshold=args.threshold, h=args.h,
+                                method=args.method, atol=args.atol)
     print(result.table())
     return 0 if result.passed else 1
 

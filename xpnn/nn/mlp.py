@@ -269,9 +269,15 @@ class MLP:
         return self.loss_prepared(x, self.prepare_targets(t, x.shape[0]))
 
     def accuracy(self, x, t) -> float:
-        """Fraction of correct predictions (labels or one-hot; 0/1 for binary)."""
+        """Fraction of correct predictions (labels or one-hot; 0/1 for binary): the
+        count of hits over the rows as a Python float (9473 / 10000 = 0.9473, not the
+        float32 mean's 0.9473000168800354)."""
         x = self.check_x(x)
-        return float(self.accuracy_prepared(x, self.prepare_targets(t, x.shape[0])))
+        acc = float(self.accuracy_prepared(x, self.prepare_targets(t, x.shape[0])))
+        n = x.shape[0]
+        if n == 0 or acc != acc:  # nothing to count, or NaN: as computed
+            return acc
+        return round(acc * n) / n  # the float32 mean of n 0/1 values is within 0.5/n of k/n
 
     def gradient(self, x, t) -> dict:
         """Backprop gradient of ``loss(x, t)``: a dict with the keys of ``params``."""
