@@ -33,6 +33,17 @@ def npy_header(shape, dtype="<f8", fortran=False, data=b"") -> bytes:
     return out.getvalue() + data
 
 
+def npy_raw_header(text: str, version=(1, 0), data=b"") -> bytes:
+    """A .npy file whose header dict is ``text`` verbatim (malformed or not), padded as
+    NumPy pads it, followed by ``data``."""
+    body = text.encode("latin1", "replace")
+    length = 4 if version >= (2, 0) else 2
+    pad = -(len(body) + 1 + 8 + length) % 64
+    body += b" " * pad + b"\n"
+    size = len(body).to_bytes(length, "little")
+    return b"\x93NUMPY" + bytes(version) + size + body + data
+
+
 def marker(arch) -> bytes:
     """The ``__xpnn__.npy`` entry for an architecture dict (or a raw string)."""
     text = arch if isinstance(arch, str) else json.dumps(arch)

@@ -25,6 +25,7 @@ from hostile_files import (
     entries_of,
     marker,
     npy_header,
+    npy_raw_header,
     peak_bytes,
     small_net,
     st_bytes,
@@ -272,6 +273,51 @@ def test_round_trip_is_exact(tmp_path, sizes, activation, dtype, seed):
     assert config.to_config(back) == config.to_config(net)
     for key, value in net.params.items():
         np.testing.assert_array_equal(back.params[key], value)
+
+
+# ------------------------------------------------- malformed .npy headers (issue 16.5)
+
+_HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 6), }"
+_SHAPE_AT = _HEADER.index("(5, 6)")
+_HEADER_PIECES = ["(", ")", "[", "]", "{", "}", "'", '"', "'''", ",", ":", "\\", "#",
+                  "\n", "\x00", "9" * 400, "1e999", "-1", "(" * 300, ")" * 300, "[" * 150,
+                  "lambda: 0", "__import__('os')", "b'x'", "...", "None", "é"]
+
+
+@st.composite
+def _malformed_headers(draw):
+    """A header dict made malformed: truncated, with pieces (brackets, quotes, huge
+    numbers, deep nesting, code) inserted or substituted anywhere, or the shape
+    replaced by one of them."""
+    text = _HEADER
+    for _ in range(draw(st.integers(1, 3), label="edits")):
+        how = draw(st.sampled_from(["truncate", "insert", "replace", "shape", "nest"]))
+        at = draw(st.integers(0, len(text)), label="at")
+        piece = draw(st.sampled_from(_HEADER_PIECES) | st.text(max_size=8), label="piece")
+        if how == "truncate":
+            text = text[:at]
+        elif how == "insert":
+            text = text[:at] + piece + text[at:]
+        elif how == "replace":
+            text = text[:at] + piece + text[at + len(piece):]
+        elif how == "shape":
+            text = _HEADER[:_SHAPE_AT] + piece + _HEADER[_SHAPE_AT + 6:]
+        else:  # deep nesting: the parser's recursion and memory limits
+            depth = draw(st.integers(50, 1500), label="depth")
+            close = draw(st.integers(0, depth), label="closed")
+            text = _HEADER[:_SHAPE_AT] + "(" * depth + "5," + ")" * close + text[_SHAPE_AT + 6:]
+    return text[:4000]  # under the reader's 4096-byte header limit: it gets parsed
+
+
+@_examples(120)
+@given(header=_malformed_headers(), entry=st.sampled_from(["W1.npy", "b3.npy", "__xpnn__.npy"]),
+       version=st.sampled_from([(1, 0), (2, 0)]))
+def test_malformed_npy_headers(tmp_path, header, entry, version):
+    entries = entries_of(small_net())
+    entries[entry] = npy_raw_header(header, version, data=bytes(240))
+    path = tmp_path / "header.npz"
+    write_zip(path, entries)
+    _check_loaded(path, path.stat().st_size)
 
 
 # ------------------------------------------------------ saving never loses a file
