@@ -34,7 +34,7 @@ import secrets
 import socket
 import stat
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_replace", "atomic_write"]
 
 _NAME_KEEP = 100  # characters of the target's name kept in the temp name (NAME_MAX is 255)
 _TEMP_TRIES = 100  # names tried before giving up (a collision needs 2**32 / live writers)
@@ -172,3 +172,15 @@ def atomic_write(path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_replace(source, path) -> None:
+    """Move the complete file ``source`` onto ``path`` (same file system) under the
+    rules of ``atomic_write``: a symlink at ``path`` is written through, and a target
+    that is not a regular file or is read-only for this user is refused, naming it."""
+    shown = os.fsdecode(os.fspath(path))
+    target = _target(path)
+    mode = _check_target(target, shown)
+    if mode is not None:
+        os.chmod(source, mode)
+    os.replace(source, target)
