@@ -1247,3 +1247,47 @@ def test_workers_has_an_upper_bound(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
     args = build_parser().parse_args(["train", "--workers", str(bound)])
     assert args.workers == bound
+
+
+_OUT_CONTENTS = {
+    "missing": (), "empty": (), "unrelated": ("notes.txt",), "model": ("model.npz",),
+    "history": ("history.json",), "run": ("model.npz", "history.json"),
+    "run+partial": ("model.npz", "history.json", "partial/model.npz"),
+}
+
+
+@pytest.mark.parametrize("contents", sorted(_OUT_CONTENTS))
+@pytest.mark.parametrize("overwrite", [False, True], ids=["", "overwrite"])
+@pytest.mark.parametrize("outcome", ["completes", "fails", "interrupted"])
+def test_out_states(capsys, tmp_path, monkeypatch, contents, overwrite, outcome):
+    """Every state of --out × --overwrite × how the run ends: an earlier run's files
+    (and anything else in the folder) are never replaced except by a run that
+    completes with --overwrite; a refused --out is exit 2 before any work."""
+    out = tmp_path / "out"
+    if contents != "missing":
+        out.mkdir()
+    for name in _OUT_CONTENTS[contents]:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(f"earlier {name}".encode())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
+    holds_run = any(n in ("model.npz", "history.json") for n in _OUT_CONTENTS[contents])
+    if outcome != "completes":
+        fake, _ = fake_train_that_raises(
+            KeyboardInterrupt if outcome == "interrupted" else lambda: OSError(5, "I/O"))
+        monkeypatch.setattr(CLI_MODULE, "train", fake)
+    code, _, err = run_cli(capsys, *moons_argv(out, *(["--overwrite"] if overwrite else [])))
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    if holds_run and not overwrite:
+        assert_one_line_error(code, err)
+        assert after == before
+        return
+    assert code == {"completes": 0, "fails": 1, "interrupted": 130}[outcome], err
+    replaced = {p for p in before if after.get(p) != before[p]}
+    if outcome == "completes":
+        assert replaced <= {out / "model.npz", out / "history.json"}
+        checkpoint.load(out / "model.npz")
+    else:
+        where = out / "partial" if holds_run else out
+        assert not replaced - {where / "model.npz", where / "history.json"}, replaced
+        assert not (holds_run and replaced & {out / "model.npz", out / "history.json"})
+        checkpoint.load(where / "model.npz")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import stat
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import pytest
 from hostile_files import (
     MB,
+    SPECIAL_KINDS,
     ST_CODES,
     dying_writes,
     entries_of,
@@ -28,6 +31,7 @@ from hostile_files import (
     npy_raw_header,
     peak_bytes,
     small_net,
+    special_target,
     st_bytes,
     st_metadata,
     st_parts,
@@ -38,6 +42,7 @@ from hypothesis import strategies as st
 
 import xpnn
 from xpnn.data import DatasetError, datasets
+from xpnn.io.atomic import atomic_write
 from xpnn.io.checkpoint import load
 from xpnn.nn import config
 from xpnn.training import History
@@ -345,6 +350,84 @@ def test_failed_save_keeps_the_old_file(tmp_path_factory, monkeypatch, failure, 
     monkeypatch.undo()
     assert path.read_bytes() == good and os.listdir(folder) == ["net.safetensors"]
     np.testing.assert_array_equal(load(path).params["W1"], small_net().params["W1"])
+
+
+# ------------------------- what is already at the target path (issue 16.1, 16.7, 16.11)
+
+_NEW = ("missing", "dangling-link")
+_REPLACEABLE = ("regular", "link-to-regular")
+_REFUSED = ("folder", "read-only", "link-to-read-only", *SPECIAL_KINDS)
+_WRITERS = {
+    "checkpoint": (lambda path: small_net(seed=3).save(path), lambda path: load(path)),
+    "history": (lambda path: History({"k": 1}).save_json(path), History.load_json),
+    "atomic_write": (lambda path: atomic_write(path, lambda f: f.write(b"new")),
+                     lambda path: Path(path).read_bytes() == b"new" or 1 / 0),
+}
+
+
+def _snapshot(path: Path):
+    """What is at ``path``: (is a link, file type, mode, bytes of a regular file)."""
+    if not os.path.lexists(path):
+        return None
+    info = os.stat(path) if os.path.exists(path) else os.lstat(path)
+    data = path.read_bytes() if stat.S_ISREG(info.st_mode) else None
+    return path.is_symlink(), stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), data
+
+
+def _make_target(folder: Path, path: Path, kind: str) -> None:
+    if kind in SPECIAL_KINDS:
+        special_target(path, kind)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "dangling-link":
+        path.symlink_to(folder / "elsewhere")
+    elif kind != "missing":
+        real = folder / "real" if kind.startswith("link-to-") else path
+        real.write_bytes(b"old")
+        real.chmod(0o444 if kind.endswith("read-only") else 0o640)
+        if real != path:
+            path.symlink_to(real)
+
+
+@_examples(60)
+@given(kind=st.sampled_from([*_NEW, *_REPLACEABLE, *_REFUSED]),
+       writer=st.sampled_from(sorted(_WRITERS)),
+       umask=st.sampled_from([0o022, 0o077, 0o027, 0o002, 0o000]))
+def test_any_existing_target(other_user, kind, writer, umask):
+    """Whatever is at the path (a file of any type, through a symlink or not, read-only
+    for this user or not) and whatever the umask at that moment: the write makes a
+    regular file that reads back, with the old file's mode or (a new file) the
+    umask's, or raises an OSError naming the path and changes nothing; it never
+    leaves a temp file."""
+    base, run_as = other_user
+    folder = Path(tempfile.mkdtemp(dir=base))
+    folder.chmod(0o777)
+    path = folder / "target"
+    write, read = _WRITERS[writer]
+    read(write(folder / "warm-up") or folder / "warm-up")  # lazy imports, as this user
+    (folder / "warm-up").unlink()
+    if kind.endswith("device"):  # mknod: root only (skips elsewhere)
+        _make_target(folder, path, kind)
+    with run_as():
+        if not kind.endswith("device"):
+            _make_target(folder, path, kind)
+        before = _snapshot(path)
+        old = os.umask(umask)
+        try:
+            write(path)
+        except OSError as exc:
+            assert kind in _REFUSED, f"{kind}: {exc}"
+            assert str(path) in str(exc), exc
+            assert _snapshot(path) == before
+        else:
+            assert kind not in _REFUSED, f"{kind} was replaced"
+            read(path)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            assert mode == (0o640 if kind in _REPLACEABLE else 0o666 & ~umask), oct(mode)
+            assert path.is_symlink() == ("link" in kind)
+        finally:
+            os.umask(old)
+        assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
 
 
 # ---------------------------------------------------------------- IDX data files

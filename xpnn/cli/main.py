@@ -18,7 +18,9 @@ import argparse
 import contextlib
 import datetime
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -608,16 +610,21 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
 
 def _save_completed(history, net, out: OutputFolder, extra_meta=None) -> None:
     """Write a completed run's history.json and model.safetensors into ``out``. Over an
-    earlier run (--overwrite) both are first written into out/partial/ and then moved into
-    place, so that a failed write (a full disk) leaves the earlier run's pair intact."""
-    stage = out.partial_folder()
-    history.save_json(stage / "history.json")
-    checkpoint.save(net, stage / "model.safetensors", extra_meta=extra_meta)
-    if stage != out.path:
+    earlier run (--overwrite) both are first written into a fresh hidden folder in
+    ``out`` and then moved into place, so that a failed write (a full disk) leaves the
+    earlier run's pair intact (and an earlier partial/ untouched)."""
+    if not out.earlier_run:
+        history.save_json(out / "history.json")
+        checkpoint.save(net, out / "model.safetensors", extra_meta=extra_meta)
+        return
+    stage = Path(tempfile.mkdtemp(dir=out.path, prefix=".xpnn-new-"))
+    try:
+        history.save_json(stage / "history.json")
+        checkpoint.save(net, stage / "model.safetensors", extra_meta=extra_meta)
         for name in ("model.safetensors", "history.json"):
             atomic_replace(stage / name, out / name)
-        with contextlib.suppress(OSError):
-            stage.rmdir()  # only when empty: an older partial run's files stay
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def cmd_train(args) -> int:
