@@ -986,7 +986,7 @@ def test_stop_signals_save_the_run_and_exit_128_plus_n(tmp_path, signum):
     assert f"to {out}" in err and "Traceback" not in err
     history = History.load_json(out / "history.json")
     assert history.meta["cli"]["stopped"].startswith("interrupted")
-    net = checkpoint.load(out / "model.npz")
+    net = checkpoint.load(out / "model.safetensors")
     assert all(np.isfinite(xpnn.to_numpy(p)).all() for p in net.params.values())
 
 
@@ -1004,7 +1004,7 @@ def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
     proc.send_signal(signal.SIGHUP)
     _, err = _finish(proc)
     assert proc.returncode == 0, err
-    checkpoint.load(out / "model.npz")
+    checkpoint.load(out / "model.safetensors")
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -1030,14 +1030,14 @@ def test_stop_signals_at_random_moments(tmp_path, seed):
     assert "Traceback" not in err and "Exception ignored" not in err, err
     if code == 0 or code == -signum:  # it completed first (-n: after the summary line)
         assert code == 0 or "-> " in stdout, (code, stdout, err)
-        checkpoint.load(out / "model.npz")
+        checkpoint.load(out / "model.safetensors")
         History.load_json(out / "history.json")
         return
     assert with_signal and code == 128 + signum, (code, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("xpnn: interrupted"), err
     if "wrote" in err or "written" in err:
-        checkpoint.load(out / "model.npz")
+        checkpoint.load(out / "model.safetensors")
         History.load_json(out / "history.json")
     else:  # before training started: nothing to keep, no folder left behind
         assert not out.exists()
@@ -1050,8 +1050,8 @@ def _good_run(capsys, out):
     code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--iters", "300", "--out",
                            str(out), "--quiet")
     assert code == 0, err
-    files = {n: (out / n).read_bytes() for n in ("model.npz", "history.json")}
-    net = checkpoint.load(out / "model.npz")
+    files = {n: (out / n).read_bytes() for n in ("model.safetensors", "history.json")}
+    net = checkpoint.load(out / "model.safetensors")
     return files, History.load_json(out / "history.json").final["test_acc"], net
 
 
@@ -1079,13 +1079,13 @@ def test_failed_rerun_with_overwrite_never_replaces_the_completed_run(capsys, tm
                            "1e300", "--out", str(out), "--quiet", "--overwrite")
     assert code == 1 and "diverged" in err and str(out / "partial") in err, err
     assert {n: (out / n).read_bytes() for n in files} == files
-    again = checkpoint.load(out / "model.npz")
+    again = checkpoint.load(out / "model.safetensors")
     x, t = make_moons(200, noise=0.2, seed=1)
     assert float(again.accuracy(x, t)) == float(net.accuracy(x, t))
     assert History.load_json(out / "history.json").final["test_acc"] == accuracy
     partial = History.load_json(out / "partial" / "history.json")
     assert partial.meta["cli"]["stopped"] == "diverged"
-    checkpoint.load(out / "partial" / "model.npz")
+    checkpoint.load(out / "partial" / "model.safetensors")
 
 
 def test_interrupted_rerun_with_overwrite_writes_beside_the_completed_run(capsys, tmp_path,
@@ -1109,7 +1109,7 @@ def test_real_ctrl_c_into_a_second_run_keeps_the_first(capsys, tmp_path):
     _, err = _finish(proc)
     assert proc.returncode == 130, err
     assert {n: (out / n).read_bytes() for n in files} == files
-    checkpoint.load(out / "partial" / "model.npz")
+    checkpoint.load(out / "partial" / "model.safetensors")
 
 
 def test_completed_rerun_with_overwrite_replaces_the_run(capsys, tmp_path, monkeypatch):
@@ -1117,7 +1117,7 @@ def test_completed_rerun_with_overwrite_replaces_the_run(capsys, tmp_path, monke
     files, _, _ = _good_run(capsys, out)
     code, _, err = run_cli(capsys, *moons_argv(out, "--overwrite", "--seed", "3"))
     assert code == 0, err
-    assert (out / "model.npz").read_bytes() != files["model.npz"]
+    assert (out / "model.safetensors").read_bytes() != files["model.safetensors"]
     assert History.load_json(out / "history.json").meta["cli"]["argv"][-2:] == ["--seed", "3"]
     assert not (out / "partial").exists()  # the staging folder is gone
     # a write that fails while the completed run is written leaves the earlier pair
@@ -1167,7 +1167,7 @@ def test_stdout_states(tmp_path, state):
         assert len(lines) == 1 and lines[0].startswith(said), err
     else:
         assert lines == [], err
-    checkpoint.load(out / "model.npz")
+    checkpoint.load(out / "model.safetensors")
     History.load_json(out / "history.json")
     assert (out / "curves.png").exists() or not has_matplotlib()
 
@@ -1192,7 +1192,7 @@ def test_stdout_write_errors_in_process(capsys, tmp_path, monkeypatch):
         assert code == 74, err
         assert err.strip() == (f"xpnn: error: stdout: {os.strerror(number)} (the printed "
                                f"output was lost; the run went on and completed)"), err
-        checkpoint.load(out / "model.npz")
+        checkpoint.load(out / "model.safetensors")
 
 
 # -- --workers: a killed worker, and the bound (issue 16.9, 16.14)
@@ -1233,7 +1233,7 @@ def test_killed_worker_is_one_line_and_the_work_is_saved(tmp_path):
                                                    "ended abruptly"), err
     assert "Traceback" not in err and f"to {out}" in err
     assert History.load_json(out / "history.json").meta["cli"]["stopped"] == "error"
-    checkpoint.load(out / "model.npz")
+    checkpoint.load(out / "model.safetensors")
 
 
 def test_workers_has_an_upper_bound(capsys, tmp_path):
@@ -1250,9 +1250,10 @@ def test_workers_has_an_upper_bound(capsys, tmp_path):
 
 
 _OUT_CONTENTS = {
-    "missing": (), "empty": (), "unrelated": ("notes.txt",), "model": ("model.npz",),
-    "history": ("history.json",), "run": ("model.npz", "history.json"),
-    "run+partial": ("model.npz", "history.json", "partial/model.npz"),
+    "missing": (), "empty": (), "unrelated": ("notes.txt",), "model": ("model.safetensors",),
+    "old-model": ("model.npz",), "history": ("history.json",),
+    "run": ("model.safetensors", "history.json"),
+    "run+partial": ("model.safetensors", "history.json", "partial/model.safetensors"),
 }
 
 
@@ -1270,7 +1271,8 @@ def test_out_states(capsys, tmp_path, monkeypatch, contents, overwrite, outcome)
         (out / name).parent.mkdir(exist_ok=True)
         (out / name).write_bytes(f"earlier {name}".encode())
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
-    holds_run = any(n in ("model.npz", "history.json") for n in _OUT_CONTENTS[contents])
+    holds_run = any(n in ("model.safetensors", "model.npz", "history.json")
+                    for n in _OUT_CONTENTS[contents])
     if outcome != "completes":
         fake, _ = fake_train_that_raises(
             KeyboardInterrupt if outcome == "interrupted" else lambda: OSError(5, "I/O"))
@@ -1284,10 +1286,10 @@ def test_out_states(capsys, tmp_path, monkeypatch, contents, overwrite, outcome)
     assert code == {"completes": 0, "fails": 1, "interrupted": 130}[outcome], err
     replaced = {p for p in before if after.get(p) != before[p]}
     if outcome == "completes":
-        assert replaced <= {out / "model.npz", out / "history.json"}
-        checkpoint.load(out / "model.npz")
+        assert replaced <= {out / "model.safetensors", out / "history.json"}
+        checkpoint.load(out / "model.safetensors")
     else:
         where = out / "partial" if holds_run else out
-        assert not replaced - {where / "model.npz", where / "history.json"}, replaced
-        assert not (holds_run and replaced & {out / "model.npz", out / "history.json"})
-        checkpoint.load(where / "model.npz")
+        assert not replaced - {where / "model.safetensors", where / "history.json"}, replaced
+        assert not (holds_run and replaced & {out / "model.safetensors", out / "history.json"})
+        checkpoint.load(where / "model.safetensors")

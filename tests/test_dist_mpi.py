@@ -148,4 +148,4 @@ def test_stopping_mpiexec_saves_a_loadable_model_without_tracebacks(tmp_path, si
     assert "Traceback" not in err and f"to {out}" in err
     assert History.load_json(out / "history.json").meta["cli"]["stopped"].startswith(
         "interrupted")
-    checkpoint.load(out / "model.npz")
+    checkpoint.load(out / "model.safetensors")

@@ -657,7 +657,7 @@ def _train_as(args, dist) -> int:
 
     out = OutputFolder(args.out if args.out else _default_out(args.dataset))
     if dist.is_root:
-        out.prepare(overwrite=args.overwrite)
+        out.prepare(holds_runs=True, overwrite=args.overwrite)
     try:
         return _run_training(args, cfg, n_out, out, dist)
     except BaseException:

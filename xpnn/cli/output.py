@@ -30,10 +30,14 @@ class OutputFolder:
         self._created: list[Path] = []
         self.earlier_run: list[str] = []  # RUN_FILES found by prepare()
 
-    def prepare(self, overwrite: bool = False) -> None:
+    def prepare(self, holds_runs: bool = False, overwrite: bool = False) -> None:
+        """Create and probe the folder. ``holds_runs`` (xpnn train): a folder holding
+        an earlier run is refused unless ``overwrite``; other commands (evaluate)
+        write their own files beside a run."""
         if self.path.exists() and not self.path.is_dir():
             raise CLIError(f"--out {str(self.path)!r} exists and is not a folder")
-        self.earlier_run = [n for n in RUN_FILES if os.path.lexists(self.path / n)]
+        if holds_runs:
+            self.earlier_run = [n for n in RUN_FILES if os.path.lexists(self.path / n)]
         if self.earlier_run and not overwrite:
             raise CLIError(
                 f"--out {str(self.path)!r} holds an earlier run ({', '.join(self.earlier_run)}); "
