@@ -118,3 +118,39 @@ def data_dir():
     if not path or not os.path.isdir(path):
         pytest.skip("XPNN_DATA_DIR is not set to the data folder")
     return path
+
+
+@pytest.fixture
+def other_user(tmp_path):
+    """(folder, run_as) for tests of file permissions, which do not apply to root: as
+    root, ``run_as()`` is a context manager that switches the effective uid and gid to
+    nobody (65534) for its block, and ``folder`` is a fresh folder nobody may write
+    (under /tmp, which everyone may traverse; removed afterwards); for any other user
+    ``folder`` is ``tmp_path`` and ``run_as()`` does nothing."""
+    import contextlib
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if not hasattr(os, "geteuid"):
+        pytest.skip("POSIX permissions")
+    if os.geteuid() != 0:
+        yield tmp_path, contextlib.nullcontext
+        return
+    folder = Path(tempfile.mkdtemp(prefix="xpnn-perm-"))
+    folder.chmod(0o777)
+
+    @contextlib.contextmanager
+    def run_as():
+        os.setegid(65534)
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+
+    try:
+        yield folder, run_as
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

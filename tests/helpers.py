@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 
 import xpnn
@@ -120,3 +122,33 @@ class FakeCapture:
                         obj.matmul = old
 
         return _Fake()
+
+
+#: runs ``xpnn`` in a child process and prints a marker on stdout once the first training
+#: step is done (the partial history then holds the evaluation at iteration 0), so a test
+#: can signal a run that is known to be training
+MARKED_MAIN = (
+    "import sys\n"
+    "from xpnn.training import Callback\n"
+    "import xpnn.cli\n"
+    "m = sys.modules['xpnn.cli.main']\n"
+    "class Started(Callback):\n"
+    "    def after_step(self, run):\n"
+    "        if run.iteration == 1:\n"
+    "            print('xpnn-test: training', flush=True)\n"
+    "real = m.train\n"
+    "def train(*args, **kwargs):\n"
+    "    kwargs['callbacks'] = [*kwargs.get('callbacks', ()), Started()]\n"
+    "    return real(*args, **kwargs)\n"
+    "m.train = train\n"
+    "sys.exit(m.main(sys.argv[1:]))\n"
+)
+STOP_SIGNALS = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                if hasattr(signal, n)]
+
+
+def default_signals():
+    """preexec_fn: the child starts with the default actions (a test runner started in
+    the background has SIGINT ignored, which the child would inherit and keep)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_DFL)

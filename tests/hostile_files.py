@@ -33,6 +33,17 @@ def npy_header(shape, dtype="<f8", fortran=False, data=b"") -> bytes:
     return out.getvalue() + data
 
 
+def npy_raw_header(text: str, version=(1, 0), data=b"") -> bytes:
+    """A .npy file whose header dict is ``text`` verbatim (malformed or not), padded as
+    NumPy pads it, followed by ``data``."""
+    body = text.encode("latin1", "replace")
+    length = 4 if version >= (2, 0) else 2
+    pad = -(len(body) + 1 + 8 + length) % 64
+    body += b" " * pad + b"\n"
+    size = len(body).to_bytes(length, "little")
+    return b"\x93NUMPY" + bytes(version) + size + body + data
+
+
 def marker(arch) -> bytes:
     """The ``__xpnn__.npy`` entry for an architecture dict (or a raw string)."""
     text = arch if isinstance(arch, str) else json.dumps(arch)
@@ -131,3 +142,50 @@ def dying_writes(monkeypatch, written: int, error=OSError) -> None:
         atomic.atomic_write(path, part)
 
     monkeypatch.setattr(checkpoint, "atomic_write", dying)
+
+
+# ------------------------------------------------ targets that must not be replaced
+
+#: the kinds of existing file ``special_target`` makes; "device" needs CAP_MKNOD (root)
+SPECIAL_KINDS = ("fifo", "socket", "device", "link-to-fifo", "link-to-device")
+
+
+def special_target(path, kind: str):
+    """Make ``path`` a non-regular file of ``kind`` (SPECIAL_KINDS); returns a function
+    that says whether it is still that kind. A device is a private copy of /dev/null's
+    numbers made with mknod in the test folder, never the system's /dev/null (a
+    regression would replace the file it points to). Skips where the OS refuses."""
+    import os
+    import socket
+    import stat
+
+    import pytest
+
+    path = os.fspath(path)
+    real = path + ".real" if kind.startswith("link-to-") else path
+    base = kind.removeprefix("link-to-")
+    if base == "fifo":
+        os.mkfifo(real)
+        test = stat.S_ISFIFO
+    elif base == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.bind(real)
+        except OSError as exc:  # e.g. a path longer than sun_path
+            pytest.skip(f"cannot bind a unix socket at {real}: {exc}")
+        finally:
+            sock.close()
+        test = stat.S_ISSOCK
+    elif base == "device":
+        null = os.stat("/dev/null")
+        try:
+            os.mknod(real, stat.S_IFCHR | 0o666, null.st_rdev)
+        except (PermissionError, AttributeError) as exc:
+            pytest.skip(f"cannot make a device node here: {exc}")
+        test = stat.S_ISCHR
+    else:
+        raise ValueError(kind)
+    if real != path:
+        os.symlink(real, path)
+    return lambda: test(os.stat(path).st_mode) and (real == path or os.path.islink(path))
+

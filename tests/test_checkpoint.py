@@ -15,13 +15,16 @@ import numpy as np
 import pytest
 from hostile_files import (
     MB,
+    SPECIAL_KINDS,
     dying_writes,
     entries_of,
     marker,
     npy_bytes,
     npy_header,
+    npy_raw_header,
     peak_bytes,
     small_net,
+    special_target,
     st_bytes,
     st_layout,
     st_metadata,
@@ -34,6 +37,7 @@ from xpnn import checkpoint
 from xpnn.io import atomic
 from xpnn.io.checkpoint import load, save
 from xpnn.nn import config
+from xpnn.training import History
 
 
 def _net(backend, dtype="float64", **kw):
@@ -329,6 +333,24 @@ def test_npy_header_with_a_huge_shape_is_refused_unread(tmp_path):
     _raises_value_error(lambda: load(path), "W1 has dtype object, not floating")
 
 
+@pytest.mark.parametrize("header", [
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 6), ",     # no closing brace
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 6)]}",     # unbalanced
+    "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 6), '''}",  # open string
+], ids=["no-closing-brace", "unbalanced", "open-string"])
+@pytest.mark.parametrize("entry", ["W2.npy", "__xpnn__.npy"])
+def test_npy_header_the_tokenizer_rejects_is_a_value_error(tmp_path, header, entry):
+    """NumPy parses the header with tokenize before ast.literal_eval: its TokenError
+    escaped load() (issue 16.5)."""
+    entries = entries_of(small_net())
+    entries[entry] = npy_raw_header(header)
+    path = tmp_path / "bad.npz"
+    write_zip(path, entries)
+    with pytest.raises(ValueError, match=r"bad\.npz: damaged checkpoint: .* no readable "
+                                         r"\.npy header"):
+        load(path)
+
+
 def test_unexpected_entry_is_refused_without_inflating_it(tmp_path):
     net = small_net()
     entries = {**entries_of(net), "junk.npy": bytes(40 * MB)}  # deflates to ~40 KB
@@ -461,6 +483,106 @@ def test_save_writes_through_a_symlink(tmp_path):
     assert link.is_symlink()
     np.testing.assert_array_equal(load(real).params["W1"], small_net(seed=5).params["W1"])
     assert sorted(os.listdir(tmp_path)) == ["link.safetensors", "real.safetensors"]
+
+
+# -- issue 16.1/16.11: targets that save() must not replace ----------------------------
+
+
+def _writers():
+    """Every kind of file xpnn writes goes through atomic_write; one writer of each."""
+    return {
+        "checkpoint": lambda path: small_net().save(path),
+        "history": lambda path: History({"x": 1}).save_json(path),
+        "atomic_write": lambda path: atomic.atomic_write(path, lambda f: f.write(b"data")),
+    }
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "history", "atomic_write"])
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_save_refuses_a_target_that_is_not_a_regular_file(tmp_path, kind, writer):
+    path = tmp_path / "target.npz"
+    still_there = special_target(path, kind)
+    with pytest.raises(FileExistsError) as info:
+        _writers()[writer](path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "replaces only regular files" in message
+    assert ("FIFO" in message) == kind.endswith("fifo") and ("device" in message) == (
+        kind.endswith("device"))
+    assert still_there(), f"{kind} was replaced"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_save_through_a_dangling_symlink_creates_the_file_it_names(tmp_path):
+    dangling = tmp_path / "dangling.npz"
+    dangling.symlink_to(tmp_path / "created.npz")
+    small_net().save(dangling)
+    assert dangling.is_symlink() and (tmp_path / "created.npz").is_file()
+    np.testing.assert_array_equal(load(dangling).params["W1"], small_net().params["W1"])
+
+
+@pytest.mark.parametrize("writer", ["checkpoint", "history", "atomic_write"])
+def test_save_refuses_a_read_only_target_like_open_does(other_user, writer):
+    folder, run_as = other_user
+    path = folder / "locked.npz"
+    with run_as():
+        small_net().save(path)
+        path.chmod(0o444)
+        before = path.read_bytes()
+        with pytest.raises(PermissionError):  # what open() says: the policy's reference
+            open(path, "wb").close()
+        with pytest.raises(PermissionError) as info:
+            _writers()[writer](path)
+        assert str(path) in str(info.value) and "read-only" in str(info.value)
+        assert "0444" in str(info.value)
+        assert path.read_bytes() == before and stat.S_IMODE(path.stat().st_mode) == 0o444
+        assert sorted(os.listdir(folder)) == ["locked.npz"]
+        path.chmod(0o644)  # writable again: saved
+        _writers()[writer](path)
+
+
+def test_each_save_honours_the_umask_in_force(tmp_path):
+    old = os.umask(0o022)
+    try:
+        small_net().save(tmp_path / "a.npz")
+        History({}).save_json(tmp_path / "a.json")
+        os.umask(0o077)
+        small_net().save(tmp_path / "b.npz")
+        History({}).save_json(tmp_path / "b.json")
+        with open(tmp_path / "c.txt", "w"):
+            pass
+        os.umask(0o027)
+        small_net().save(tmp_path / "d.npz")
+    finally:
+        os.umask(old)
+
+    def mode(name):
+        return stat.S_IMODE((tmp_path / name).stat().st_mode)
+
+    assert (mode("a.npz"), mode("a.json")) == (0o644, 0o644)
+    assert (mode("b.npz"), mode("b.json")) == (mode("c.txt"), mode("c.txt")) == (0o600, 0o600)
+    assert mode("d.npz") == 0o640
+
+
+def test_temp_file_of_an_existing_private_file_is_private(tmp_path):
+    """Replacing a 0600 file: the temp file holding the new content is not readable by
+    others while it is written (created 0600, then given the file's mode)."""
+    path = tmp_path / "secret.bin"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    seen = []
+
+    def write(f):
+        seen.append(stat.S_IMODE(os.fstat(f.fileno()).st_mode))
+        f.write(b"new")
+
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write(path, write)
+    finally:
+        os.umask(old)
+    assert seen == [0o600] and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes() == b"new"
 
 
 def test_save_to_a_missing_folder_names_the_target(tmp_path):

@@ -13,14 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MARKED_MAIN, STOP_SIGNALS, default_signals
 
 import xpnn
 from xpnn import checkpoint
 from xpnn.backend import available_backends
 from xpnn.cli import PRESETS, build_parser, main
+from xpnn.data import make_moons
 from xpnn.training import History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -929,3 +932,364 @@ def test_history_records_the_argv_that_was_run(capsys, tmp_path):
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert History.load_json(tmp_path / "run" / "history.json").meta["cli"]["argv"] == argv
+
+
+# -- issue 16: signals, --out holding a run, stdout states, --workers ---------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _start(argv, marked=True, **popen):
+    cmd = [sys.executable, "-c", MARKED_MAIN] if marked else [sys.executable, "-m", "xpnn"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get(
+               "PYTHONPATH", "")) if p)}
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE,
+             "preexec_fn": default_signals, **popen}
+    return subprocess.Popen([*cmd, *argv], text=True, env=env, **popen)
+
+
+def _wait_for_training(proc):
+    for line in proc.stdout:
+        if line.startswith("xpnn-test: training"):
+            return
+    raise AssertionError(f"the run ended before training: {proc.communicate()}")
+
+
+def _long_moons(out, *extra):
+    return ["train", "--dataset", "moons", "--iters", "100000000", "--eval-every", "1000",
+            "--no-progress", "--out", str(out), *extra]
+
+
+def _finish(proc, timeout=60):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return out, err
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_stop_signals_save_the_run_and_exit_128_plus_n(tmp_path, signum):
+    """SIGTERM (timeout, docker stop, batch schedulers) and SIGHUP lost the whole run
+    (exit -15/-1, an empty --out); now all three do what Ctrl-C does (issue 16.3)."""
+    out = tmp_path / "run"
+    proc = _start(_long_moons(out))
+    _wait_for_training(proc)
+    proc.send_signal(signum)
+    _, err = _finish(proc)
+    assert proc.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    name = signal.Signals(signum).name
+    expected = "xpnn: interrupted" + ("" if name == "SIGINT" else f" by {name}") + ": stopped"
+    assert len(lines) == 1 and lines[0].startswith(expected), err
+    assert f"to {out}" in err and "Traceback" not in err
+    history = History.load_json(out / "history.json")
+    assert history.meta["cli"]["stopped"].startswith("interrupted")
+    net = checkpoint.load(out / "model.safetensors")
+    assert all(np.isfinite(xpnn.to_numpy(p)).all() for p in net.params.values())
+
+
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
+    """`nohup xpnn train`: SIGHUP was ignored when xpnn started and must stay so."""
+    out = tmp_path / "run"
+
+    def nohup():
+        default_signals()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = _start(["train", "--dataset", "moons", "--iters", "3000", "--no-progress",
+                   "--out", str(out)], preexec_fn=nohup)
+    _wait_for_training(proc)
+    proc.send_signal(signal.SIGHUP)
+    _, err = _finish(proc)
+    assert proc.returncode == 0, err
+    checkpoint.load(out / "model.safetensors")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stop_signals_at_random_moments(tmp_path, seed):
+    """A stop signal at any moment after the run announced itself, through training,
+    the final writes, the plots and the summary line: the run either completed (exit
+    0, or killed by the signal only after its summary line) or stopped with exit 128+n
+    and one line, and every file it says it wrote loads."""
+    rng = np.random.default_rng(seed)
+    signum = int(rng.choice(STOP_SIGNALS))
+    delay = float(rng.uniform(0.0, 2.0))
+    out = tmp_path / "run"
+    proc = _start(["train", "--dataset", "moons", "--iters", "2000", "--no-progress",
+                   "--out", str(out)], marked=False)
+    first = proc.stdout.readline()
+    assert first.startswith("xpnn train: moons"), first
+    time.sleep(delay)
+    with_signal = proc.poll() is None
+    if with_signal:
+        proc.send_signal(signum)
+    stdout, err = _finish(proc)
+    code = proc.returncode
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    if code == 0 or code == -signum:  # it completed first (-n: after the summary line)
+        assert code == 0 or "-> " in stdout, (code, stdout, err)
+        checkpoint.load(out / "model.safetensors")
+        History.load_json(out / "history.json")
+        return
+    assert with_signal and code == 128 + signum, (code, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: interrupted"), err
+    if "wrote" in err or "written" in err:
+        checkpoint.load(out / "model.safetensors")
+        History.load_json(out / "history.json")
+    else:  # before training started: nothing to keep, no folder left behind
+        assert not out.exists()
+
+
+# -- --out holding an earlier run (issue 16.4)
+
+
+def _good_run(capsys, out):
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--iters", "300", "--out",
+                           str(out), "--quiet")
+    assert code == 0, err
+    files = {n: (out / n).read_bytes() for n in ("model.safetensors", "history.json")}
+    net = checkpoint.load(out / "model.safetensors")
+    return files, History.load_json(out / "history.json").final["test_acc"], net
+
+
+def test_out_holding_a_run_is_refused_without_overwrite(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "good"
+    files, _, _ = _good_run(capsys, out)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("data loaded although --out was refused")
+
+    monkeypatch.setattr(CLI_MODULE, "_load_data", must_not_load)
+    code, _, err = run_cli(capsys, *moons_argv(out))
+    assert_one_line_error(code, err)
+    assert "holds an earlier run" in err and "--overwrite" in err and str(out) in err
+    assert {n: (out / n).read_bytes() for n in files} == files
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # lr 1e300
+def test_failed_rerun_with_overwrite_never_replaces_the_completed_run(capsys, tmp_path):
+    """The issue's reproduction: a good moons run, then the same --out with --lr 1e300
+    replaced model.npz by the initial random weights (accuracy 0.545 instead of 0.965)."""
+    out = tmp_path / "good"
+    files, accuracy, net = _good_run(capsys, out)
+    code, _, err = run_cli(capsys, "train", "--dataset", "moons", "--iters", "300", "--lr",
+                           "1e300", "--out", str(out), "--quiet", "--overwrite")
+    assert code == 1 and "diverged" in err and str(out / "partial") in err, err
+    assert {n: (out / n).read_bytes() for n in files} == files
+    again = checkpoint.load(out / "model.safetensors")
+    x, t = make_moons(200, noise=0.2, seed=1)
+    assert float(again.accuracy(x, t)) == float(net.accuracy(x, t))
+    assert History.load_json(out / "history.json").final["test_acc"] == accuracy
+    partial = History.load_json(out / "partial" / "history.json")
+    assert partial.meta["cli"]["stopped"] == "diverged"
+    checkpoint.load(out / "partial" / "model.safetensors")
+
+
+def test_interrupted_rerun_with_overwrite_writes_beside_the_completed_run(capsys, tmp_path,
+                                                                          monkeypatch):
+    out = tmp_path / "good"
+    files, _, _ = _good_run(capsys, out)
+    fake, seen = fake_train_that_raises(KeyboardInterrupt)
+    monkeypatch.setattr(CLI_MODULE, "train", fake)
+    code, _, err = run_cli(capsys, *moons_argv(out, "--overwrite"))
+    assert code == 130 and str(out / "partial") in err, err
+    assert {n: (out / n).read_bytes() for n in files} == files
+    assert_partial_run_saved(out / "partial", seen, "interrupted")
+
+
+def test_real_ctrl_c_into_a_second_run_keeps_the_first(capsys, tmp_path):
+    out = tmp_path / "good"
+    files, _, _ = _good_run(capsys, out)
+    proc = _start(_long_moons(out, "--overwrite"))
+    _wait_for_training(proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = _finish(proc)
+    assert proc.returncode == 130, err
+    assert {n: (out / n).read_bytes() for n in files} == files
+    checkpoint.load(out / "partial" / "model.safetensors")
+
+
+def test_completed_rerun_with_overwrite_replaces_the_run(capsys, tmp_path, monkeypatch):
+    out = tmp_path / "good"
+    files, _, _ = _good_run(capsys, out)
+    code, _, err = run_cli(capsys, *moons_argv(out, "--overwrite", "--seed", "3"))
+    assert code == 0, err
+    assert (out / "model.safetensors").read_bytes() != files["model.safetensors"]
+    assert History.load_json(out / "history.json").meta["cli"]["argv"][-2:] == ["--seed", "3"]
+    assert not (out / "partial").exists()  # the staging folder is gone
+    # a write that fails while the completed run is written leaves the earlier pair
+    files = {n: (out / n).read_bytes() for n in files}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(CLI_MODULE.checkpoint, "save", disk_full)
+    code, _, err = run_cli(capsys, *moons_argv(out, "--overwrite", "--seed", "4"))
+    assert code == 1 and "No space left" in err, err
+    assert {n: (out / n).read_bytes() for n in files} == files
+
+
+# -- stdout closed, on a full device, or a pipe closed early (issue 16.8)
+
+
+def _stdout_states():
+    """(name, popen keyword arguments, expected exit code, what stderr must say)."""
+    states = [("closed", {"preexec_fn": lambda: (default_signals(), os.close(1))}, 0, "")]
+    if os.path.exists("/dev/full"):
+        states.append(("full", {"stdout": "/dev/full"}, 74,
+                       "xpnn: error: stdout: No space left on device"))
+    states.append(("devnull", {"stdout": subprocess.DEVNULL}, 0, ""))
+    return states
+
+
+@pytest.mark.parametrize("state", _stdout_states(), ids=lambda s: s[0])
+def test_stdout_states(tmp_path, state):
+    """`xpnn train >&-` ended with AttributeError and exit 1 after writing its files;
+    `> /dev/full` with a traceback, "Exception ignored in <stdout>" and exit 120."""
+    name, popen, code, said = state
+    out = tmp_path / "run"
+    if popen.get("stdout") == "/dev/full":
+        popen = {**popen, "stdout": open("/dev/full", "w")}  # noqa: SIM115 - closed below
+    proc = _start(["train", "--dataset", "moons", "--iters", "200", "--out", str(out)],
+                  marked=False, **popen)
+    try:
+        _, err = _finish(proc)
+    finally:
+        if hasattr(popen.get("stdout"), "close"):
+            popen["stdout"].close()
+    lines = [line for line in re.split(r"[\r\n]", err) if line.startswith("xpnn")]
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    if said:
+        assert len(lines) == 1 and lines[0].startswith(said), err
+    else:
+        assert lines == [], err
+    checkpoint.load(out / "model.safetensors")
+    History.load_json(out / "history.json")
+    assert (out / "curves.png").exists() or not has_matplotlib()
+
+
+def test_stdout_write_errors_in_process(capsys, tmp_path, monkeypatch):
+    """The same policy for any OSError of stdout but a closed pipe (property over
+    errno values): the run completes and writes its files, one line, exit 74."""
+    import errno as errnos
+
+    for number in (errnos.ENOSPC, errnos.EIO, errnos.EDQUOT, errnos.EFBIG):
+        class Failing:
+            def write(self, text, number=number):
+                raise OSError(number, os.strerror(number))
+
+            def flush(self):
+                pass
+
+        monkeypatch.setattr(sys, "stdout", Failing())
+        out = tmp_path / f"run{number}"
+        code = main([*moons_argv(out)[:-1], "--no-progress"])  # not --quiet: it prints
+        err = capsys.readouterr().err
+        assert code == 74, err
+        assert err.strip() == (f"xpnn: error: stdout: {os.strerror(number)} (the printed "
+                               f"output was lost; the run went on and completed)"), err
+        checkpoint.load(out / "model.safetensors")
+
+
+# -- --workers: a killed worker, and the bound (issue 16.9, 16.14)
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/cmdline", "rb") as f:
+                    out.append((kid, f.read().replace(b"\0", b" ").decode()))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
+def test_killed_worker_is_one_line_and_the_work_is_saved(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(["train", "--dataset", "moons", "--samples", "20", "--gradient",
+                   "numerical", "--workers", "2", "--iters", "100000000", "--eval-every",
+                   "100", "--no-progress", "--out", str(out)])
+    _wait_for_training(proc)
+    workers = [pid for pid, cmd in _children(proc.pid) if "spawn_main" in cmd]
+    assert workers, _children(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = _finish(proc)
+    assert proc.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: error: a --workers process "
+                                                   "ended abruptly"), err
+    assert "Traceback" not in err and f"to {out}" in err
+    assert History.load_json(out / "history.json").meta["cli"]["stopped"] == "error"
+    checkpoint.load(out / "model.safetensors")
+
+
+def test_workers_has_an_upper_bound(capsys, tmp_path):
+    from xpnn.dist.cli import max_workers
+
+    bound = max_workers()
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "run", "--gradient", "numerical",
+                                               "--workers", str(bound + 1)))
+    assert_one_line_error(code, err)
+    assert f"--workers: must be at most {bound}" in err
+    assert not (tmp_path / "run").exists()
+    args = build_parser().parse_args(["train", "--workers", str(bound)])
+    assert args.workers == bound
+
+
+_OUT_CONTENTS = {
+    "missing": (), "empty": (), "unrelated": ("notes.txt",), "model": ("model.safetensors",),
+    "old-model": ("model.npz",), "history": ("history.json",),
+    "run": ("model.safetensors", "history.json"),
+    "run+partial": ("model.safetensors", "history.json", "partial/model.safetensors"),
+}
+
+
+@pytest.mark.parametrize("contents", sorted(_OUT_CONTENTS))
+@pytest.mark.parametrize("overwrite", [False, True], ids=["", "overwrite"])
+@pytest.mark.parametrize("outcome", ["completes", "fails", "interrupted"])
+def test_out_states(capsys, tmp_path, monkeypatch, contents, overwrite, outcome):
+    """Every state of --out × --overwrite × how the run ends: an earlier run's files
+    (and anything else in the folder) are never replaced except by a run that
+    completes with --overwrite; a refused --out is exit 2 before any work."""
+    out = tmp_path / "out"
+    if contents != "missing":
+        out.mkdir()
+    for name in _OUT_CONTENTS[contents]:
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_bytes(f"earlier {name}".encode())
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
+    holds_run = any(n in ("model.safetensors", "model.npz", "history.json")
+                    for n in _OUT_CONTENTS[contents])
+    if outcome != "completes":
+        fake, _ = fake_train_that_raises(
+            KeyboardInterrupt if outcome == "interrupted" else lambda: OSError(5, "I/O"))
+        monkeypatch.setattr(CLI_MODULE, "train", fake)
+    code, _, err = run_cli(capsys, *moons_argv(out, *(["--overwrite"] if overwrite else [])))
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    if holds_run and not overwrite:
+        assert_one_line_error(code, err)
+        assert after == before
+        return
+    assert code == {"completes": 0, "fails": 1, "interrupted": 130}[outcome], err
+    replaced = {p for p in before if after.get(p) != before[p]}
+    if outcome == "completes":
+        assert replaced <= {out / "model.safetensors", out / "history.json"}
+        checkpoint.load(out / "model.safetensors")
+    else:
+        where = out / "partial" if holds_run else out
+        assert not replaced - {where / "model.safetensors", where / "history.json"}, replaced
+        assert not (holds_run and replaced & {out / "model.safetensors", out / "history.json"})
+        checkpoint.load(where / "model.safetensors")

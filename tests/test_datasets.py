@@ -825,10 +825,8 @@ def test_download_stops_at_the_known_size(server, cache):
 
 def test_downloaded_file_gets_the_umask_permissions(server, tmp_path, monkeypatch):
     # a shared XPNN_DATA_DIR: other users must be able to read the cached files, so a
-    # download gets 0666 & ~umask like any new file, not mkstemp's 0600
-    from xpnn.io import atomic
-
-    monkeypatch.setattr(atomic, "_UMASK", None)  # read the umask set below
+    # download gets 0666 & ~umask like any new file, not mkstemp's 0600 (the umask in
+    # force at the write: atomic_write never caches it)
     old = os.umask(0o022)
     try:
         folder = tmp_path / "shared"

@@ -5,10 +5,19 @@ the CPU, NCCL with two GPUs) are in test_dist_torch.py."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
 import dist_launch
 import pytest
+from helpers import MARKED_MAIN, default_signals
 
+from xpnn import checkpoint
 from xpnn.backend import available_backends
+from xpnn.training import History
 
 pytest.importorskip("mpi4py")
 TIMEOUT = dist_launch.TIMEOUT
@@ -108,3 +117,35 @@ def test_mpi_pool_executor_workers_give_the_exact_gradient(tmp_path):
     _ok(proc)
     assert outs[0]["workers"] == 2
     assert outs[0]["numerical_rel_err"] <= 1e-12
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopping_mpiexec_saves_a_loadable_model_without_tracebacks(tmp_path, signum):
+    """Ctrl-C (SIGINT to the launcher's process group, as a terminal sends it) or
+    SIGTERM to `mpiexec -n 2 xpnn train`: a traceback per rank and exit 1 before
+    (issue 16.14); now rank 0 alone stops, saves and ends the others: exit 128+n, one
+    line, and the model loads."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen(
+        [*dist_launch.mpiexec(2), "-c", MARKED_MAIN, "train", "--dataset", "moons",
+         "--iters", "100000000", "--eval-every", "1000", "--no-progress", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True, preexec_fn=default_signals)
+    try:
+        for line in proc.stdout:
+            if line.startswith("xpnn-test: training"):
+                break
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: rank 0 of 2 interrupted"), err
+    assert "Traceback" not in err and f"to {out}" in err
+    assert History.load_json(out / "history.json").meta["cli"]["stopped"].startswith(
+        "interrupted")
+    checkpoint.load(out / "model.safetensors")

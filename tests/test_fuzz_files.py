@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import stat
+import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -20,13 +22,16 @@ import numpy as np
 import pytest
 from hostile_files import (
     MB,
+    SPECIAL_KINDS,
     ST_CODES,
     dying_writes,
     entries_of,
     marker,
     npy_header,
+    npy_raw_header,
     peak_bytes,
     small_net,
+    special_target,
     st_bytes,
     st_metadata,
     st_parts,
@@ -37,6 +42,7 @@ from hypothesis import strategies as st
 
 import xpnn
 from xpnn.data import DatasetError, datasets
+from xpnn.io.atomic import atomic_write
 from xpnn.io.checkpoint import load
 from xpnn.nn import config
 from xpnn.training import History
@@ -274,6 +280,51 @@ def test_round_trip_is_exact(tmp_path, sizes, activation, dtype, seed):
         np.testing.assert_array_equal(back.params[key], value)
 
 
+# ------------------------------------------------- malformed .npy headers (issue 16.5)
+
+_HEADER = "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 6), }"
+_SHAPE_AT = _HEADER.index("(5, 6)")
+_HEADER_PIECES = ["(", ")", "[", "]", "{", "}", "'", '"', "'''", ",", ":", "\\", "#",
+                  "\n", "\x00", "9" * 400, "1e999", "-1", "(" * 300, ")" * 300, "[" * 150,
+                  "lambda: 0", "__import__('os')", "b'x'", "...", "None", "é"]
+
+
+@st.composite
+def _malformed_headers(draw):
+    """A header dict made malformed: truncated, with pieces (brackets, quotes, huge
+    numbers, deep nesting, code) inserted or substituted anywhere, or the shape
+    replaced by one of them."""
+    text = _HEADER
+    for _ in range(draw(st.integers(1, 3), label="edits")):
+        how = draw(st.sampled_from(["truncate", "insert", "replace", "shape", "nest"]))
+        at = draw(st.integers(0, len(text)), label="at")
+        piece = draw(st.sampled_from(_HEADER_PIECES) | st.text(max_size=8), label="piece")
+        if how == "truncate":
+            text = text[:at]
+        elif how == "insert":
+            text = text[:at] + piece + text[at:]
+        elif how == "replace":
+            text = text[:at] + piece + text[at + len(piece):]
+        elif how == "shape":
+            text = _HEADER[:_SHAPE_AT] + piece + _HEADER[_SHAPE_AT + 6:]
+        else:  # deep nesting: the parser's recursion and memory limits
+            depth = draw(st.integers(50, 1500), label="depth")
+            close = draw(st.integers(0, depth), label="closed")
+            text = _HEADER[:_SHAPE_AT] + "(" * depth + "5," + ")" * close + text[_SHAPE_AT + 6:]
+    return text[:4000]  # under the reader's 4096-byte header limit: it gets parsed
+
+
+@_examples(120)
+@given(header=_malformed_headers(), entry=st.sampled_from(["W1.npy", "b3.npy", "__xpnn__.npy"]),
+       version=st.sampled_from([(1, 0), (2, 0)]))
+def test_malformed_npy_headers(tmp_path, header, entry, version):
+    entries = entries_of(small_net())
+    entries[entry] = npy_raw_header(header, version, data=bytes(240))
+    path = tmp_path / "header.npz"
+    write_zip(path, entries)
+    _check_loaded(path, path.stat().st_size)
+
+
 # ------------------------------------------------------ saving never loses a file
 
 
@@ -299,6 +350,84 @@ def test_failed_save_keeps_the_old_file(tmp_path_factory, monkeypatch, failure, 
     monkeypatch.undo()
     assert path.read_bytes() == good and os.listdir(folder) == ["net.safetensors"]
     np.testing.assert_array_equal(load(path).params["W1"], small_net().params["W1"])
+
+
+# ------------------------- what is already at the target path (issue 16.1, 16.7, 16.11)
+
+_NEW = ("missing", "dangling-link")
+_REPLACEABLE = ("regular", "link-to-regular")
+_REFUSED = ("folder", "read-only", "link-to-read-only", *SPECIAL_KINDS)
+_WRITERS = {
+    "checkpoint": (lambda path: small_net(seed=3).save(path), lambda path: load(path)),
+    "history": (lambda path: History({"k": 1}).save_json(path), History.load_json),
+    "atomic_write": (lambda path: atomic_write(path, lambda f: f.write(b"new")),
+                     lambda path: Path(path).read_bytes() == b"new" or 1 / 0),
+}
+
+
+def _snapshot(path: Path):
+    """What is at ``path``: (is a link, file type, mode, bytes of a regular file)."""
+    if not os.path.lexists(path):
+        return None
+    info = os.stat(path) if os.path.exists(path) else os.lstat(path)
+    data = path.read_bytes() if stat.S_ISREG(info.st_mode) else None
+    return path.is_symlink(), stat.S_IFMT(info.st_mode), stat.S_IMODE(info.st_mode), data
+
+
+def _make_target(folder: Path, path: Path, kind: str) -> None:
+    if kind in SPECIAL_KINDS:
+        special_target(path, kind)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "dangling-link":
+        path.symlink_to(folder / "elsewhere")
+    elif kind != "missing":
+        real = folder / "real" if kind.startswith("link-to-") else path
+        real.write_bytes(b"old")
+        real.chmod(0o444 if kind.endswith("read-only") else 0o640)
+        if real != path:
+            path.symlink_to(real)
+
+
+@_examples(60)
+@given(kind=st.sampled_from([*_NEW, *_REPLACEABLE, *_REFUSED]),
+       writer=st.sampled_from(sorted(_WRITERS)),
+       umask=st.sampled_from([0o022, 0o077, 0o027, 0o002, 0o000]))
+def test_any_existing_target(other_user, kind, writer, umask):
+    """Whatever is at the path (a file of any type, through a symlink or not, read-only
+    for this user or not) and whatever the umask at that moment: the write makes a
+    regular file that reads back, with the old file's mode or (a new file) the
+    umask's, or raises an OSError naming the path and changes nothing; it never
+    leaves a temp file."""
+    base, run_as = other_user
+    folder = Path(tempfile.mkdtemp(dir=base))
+    folder.chmod(0o777)
+    path = folder / "target"
+    write, read = _WRITERS[writer]
+    read(write(folder / "warm-up") or folder / "warm-up")  # lazy imports, as this user
+    (folder / "warm-up").unlink()
+    if kind.endswith("device"):  # mknod: root only (skips elsewhere)
+        _make_target(folder, path, kind)
+    with run_as():
+        if not kind.endswith("device"):
+            _make_target(folder, path, kind)
+        before = _snapshot(path)
+        old = os.umask(umask)
+        try:
+            write(path)
+        except OSError as exc:
+            assert kind in _REFUSED, f"{kind}: {exc}"
+            assert str(path) in str(exc), exc
+            assert _snapshot(path) == before
+        else:
+            assert kind not in _REFUSED, f"{kind} was replaced"
+            read(path)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+            assert mode == (0o640 if kind in _REPLACEABLE else 0o666 & ~umask), oct(mode)
+            assert path.is_symlink() == ("link" in kind)
+        finally:
+            os.umask(old)
+        assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
 
 
 # ---------------------------------------------------------------- IDX data files

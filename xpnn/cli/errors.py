@@ -17,6 +17,8 @@ EXIT_FAILED = 1  # the run or check failed: divergence, out of memory, I/O, a GP
 EXIT_USAGE = 2  # bad flags or values, missing backend or data files
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE), e.g. `| head -1`
+EXIT_STDOUT = 74  # stdout could not be written (EX_IOERR): e.g. `> /dev/full`; the run went on
+# SIGTERM and SIGHUP end a run like Ctrl-C, with 128 + their number (143, 129)
 
 
 class CLIError(ValueError):
@@ -114,6 +116,14 @@ def is_host_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
+def is_broken_pool(exc: BaseException) -> bool:
+    """concurrent.futures' BrokenExecutor (BrokenProcessPool: a worker process of
+    ``--workers`` died, e.g. killed or out of memory)."""
+    from concurrent.futures import BrokenExecutor
+
+    return isinstance(exc, BrokenExecutor)
+
+
 GPU_HINT = "try a smaller --batch-size or --hidden, --dtype float32, or another --device"
 
 
@@ -137,6 +147,10 @@ def describe(exc: BaseException, memory_hint: str | None = None):
             f"CUDA runtime error ({one_line(exc, 160)}); check --device and the CUDA "
             f"driver, or run on --backend numpy"
         )
+    if is_broken_pool(exc):
+        return EXIT_FAILED, (
+            f"a --workers process ended abruptly (killed, or out of memory?); the run "
+            f"stopped ({type(exc).__name__})")
     if is_host_out_of_memory(exc):
         text = f"out of memory ({one_line(exc, 160)})"
         text += f"; {memory_hint}" if memory_hint else "; try a smaller --hidden or --batch-size"

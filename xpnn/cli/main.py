@@ -15,9 +15,12 @@ A run that fails or is interrupted after training started still writes what it d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,15 +28,17 @@ import numpy as np
 
 from ..backend import BACKENDS
 from ..io import checkpoint
+from ..io.atomic import atomic_replace
 from ..nn.mlp import MLP
 from ..optim import OPTIMIZERS, make_optimizer
 from ..training import TrainingDivergedError, train
-from . import argtypes, budget
+from . import argtypes, budget, signals
 from .argtypes import ACTIVATION_NAMES
 from .dataspec import data_spec
 from .errors import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
+    EXIT_STDOUT,
     CLIError,
     describe,
     in_flag_terms,
@@ -136,14 +141,17 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 _EXIT_CODES = (
     "exit codes: 0 done; 1 the run failed (diverged, out of memory, GPU or I/O error) or a\n"
     "gradient check did not pass; 2 bad flags or values, missing backend or data;\n"
-    "130 interrupted (Ctrl-C); 141 stdout closed early (e.g. '| head -1')."
+    "74 stdout could not be written (e.g. a full disk; the run went on and wrote its files);\n"
+    "128+N stopped by signal N: 130 SIGINT (Ctrl-C), 143 SIGTERM, 129 SIGHUP;\n"
+    "141 stdout closed early (e.g. '| head -1')."
 )
 
 _LIMITS = (
-    "after training started, a failure or Ctrl-C still writes history.json and\n"
-    "model.safetensors (the last good parameters) for what was done, and says where.\n"
-    "A run whose memory estimate (data + parameters, gradients, optimizer state +\n"
-    "activations of one batch) "
+    "after training started, a failure, Ctrl-C, SIGTERM or SIGHUP still writes history.json\n"
+    "and model.safetensors (the last good parameters) for what was done, and says where;\n"
+    "when --out holds an earlier run (refused without --overwrite), into --out/partial/, so\n"
+    "that only a run that completes replaces it. A run whose memory estimate (data +\n"
+    "parameters, gradients, optimizer state + activations of one batch) "
     f"exceeds {budget.human_bytes(budget.MAX_RUN_BYTES)} is refused before anything\n"
     "is allocated, naming the flag to shrink (--hidden, --samples, --image-size, "
     "--batch-size)."
@@ -297,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_argument_group("output")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="output folder (default: runs/<dataset>-<timestamp>)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="let --out hold an earlier run (history.json, model file): a run "
+                        "that completes replaces its files; one that fails or is "
+                        "interrupted writes into --out/partial/ instead")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--quiet", action="store_true",
                    help="print only the final summary line (implies --no-progress)")
@@ -557,13 +569,17 @@ def _trainer_log(args, warned_float32: bool):
 
 
 def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
-    """Write history.json and model.safetensors for a run that ended by ``exc`` after training
-    started (``exc.history``, attached by xpnn.train); return the note for the error
-    line, or None when the trainer recorded nothing."""
+    """Write history.json and model.safetensors for a run that ended by ``exc`` after
+    training started (``exc.history``, attached by xpnn.train), into
+    ``out.partial_folder()`` (never over an earlier run's files); return the note for
+    the error line, or None when the trainer recorded nothing. A second signal
+    meanwhile does not cut it short."""
     history = getattr(exc, "history", None)
     if history is None or not len(history):
         return None
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, signals.Interrupted) and exc.signum != signals.signal.SIGINT:
+        reason = f"interrupted by {exc.signame}"
+    elif isinstance(exc, KeyboardInterrupt):
         reason = "interrupted"
     elif isinstance(exc, TrainingDivergedError):
         reason = "diverged"
@@ -571,11 +587,15 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
         reason = "error"
     cli = dict(cli_meta, stopped=reason, error=f"{type(exc).__name__}: {one_line(exc)}")
     history.meta["cli"] = cli
+    folder = out
     try:
-        history.save_json(out / "history.json")
-        checkpoint.save(net, out / "model.safetensors", extra_meta={"data": cli["data"]})
+        with signals.deferred(raise_held=False):
+            folder = out.partial_folder()
+            history.save_json(folder / "history.json")
+            checkpoint.save(net, folder / "model.safetensors",
+                            extra_meta={"data": cli["data"]})
     except Exception as save_error:  # report the run's own error, and this one
-        return f"could not save the partial run to {out} ({one_line(save_error)})"
+        return f"could not save the partial run to {folder} ({one_line(save_error)})"
     if isinstance(exc, TrainingDivergedError):
         done = None  # the error message says where it diverged
         at = history.meta.get("restored_iteration")
@@ -584,8 +604,27 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     params = "the last parameters" if at is None else f"the parameters after iteration {at}"
     evaluations = f"{len(history)} evaluation" + ("s" if len(history) != 1 else "")
     wrote = (f"wrote history.json ({evaluations}, the last at iteration "
-             f"{history.iteration[-1]}) and model.safetensors ({params}) to {out}")
+             f"{history.iteration[-1]}) and model.safetensors ({params}) to {folder}")
     return (f"stopped after iteration {done}; " if done is not None else "") + wrote
+
+
+def _save_completed(history, net, out: OutputFolder, extra_meta=None) -> None:
+    """Write a completed run's history.json and model.safetensors into ``out``. Over an
+    earlier run (--overwrite) both are first written into a fresh hidden folder in
+    ``out`` and then moved into place, so that a failed write (a full disk) leaves the
+    earlier run's pair intact (and an earlier partial/ untouched)."""
+    if not out.earlier_run:
+        history.save_json(out / "history.json")
+        checkpoint.save(net, out / "model.safetensors", extra_meta=extra_meta)
+        return
+    stage = Path(tempfile.mkdtemp(dir=out.path, prefix=".xpnn-new-"))
+    try:
+        history.save_json(stage / "history.json")
+        checkpoint.save(net, stage / "model.safetensors", extra_meta=extra_meta)
+        for name in ("model.safetensors", "history.json"):
+            atomic_replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def cmd_train(args) -> int:
@@ -598,8 +637,10 @@ def cmd_train(args) -> int:
 def _train_as(args, dist) -> int:
     """``xpnn train`` in this process: alone, or as one rank of ``dist`` (xpnn.dist.cli)."""
     cfg = _resolve_train_config(args)
-    if not dist.is_root:  # rank 0 alone prints and writes
+    if not dist.is_root:  # rank 0 alone prints and writes,
         args.quiet = True
+        # and alone stops on a signal, then ends the others (MPI_Abort kills them)
+        signals.ignore_stop_signals(signals.NAMES)
     if args.quiet:
         args.no_progress = True
     n_classes = _n_classes(args)
@@ -616,7 +657,7 @@ def _train_as(args, dist) -> int:
 
     out = OutputFolder(args.out if args.out else _default_out(args.dataset))
     if dist.is_root:
-        out.prepare()
+        out.prepare(holds_runs=True, overwrite=args.overwrite)
     try:
         return _run_training(args, cfg, n_out, out, dist)
     except BaseException:
@@ -693,8 +734,13 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
         return 0
 
     history.meta.setdefault("cli", cli_meta)
-    history.save_json(out / "history.json")
-    checkpoint.save(net, out / "model.safetensors", extra_meta={"data": cli_meta["data"]})
+    try:
+        with signals.deferred():  # a signal meanwhile waits until both are written
+            _save_completed(history, net, out, extra_meta={"data": cli_meta["data"]})
+    except KeyboardInterrupt as exc:  # a signal held while writing: the run is complete
+        exc.xpnn_saved = ("after the run completed; wrote history.json and model.safetensors "
+                          f"to {out}")
+        raise
     written = ["history.json", "model.safetensors"]
     try:
         from .. import plotting
@@ -798,25 +844,124 @@ def _report(message: str) -> None:
     """One line on stderr; a closed stderr is not worth a traceback."""
     try:
         print(f"xpnn: {message}", file=sys.stderr, flush=True)
-    except (BrokenPipeError, ValueError):
+    except (OSError, ValueError, AttributeError):  # closed, full, or None
         pass
+
+
+def _fill_closed_descriptors() -> None:
+    """Point a closed stdin/stdout/stderr descriptor (``xpnn train >&-``) at /dev/null:
+    otherwise the next file opened (a checkpoint's temp file) gets descriptor 1 or 2,
+    and whatever writes there (a library, a child process) writes into it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+class _GuardedStdout:
+    """``sys.stdout`` while ``main`` runs. Writing to stdout is the report, not the
+    run: when it fails (``> /dev/full``: ENOSPC, an I/O error) the run goes on and
+    writes its files, the rest of the output is dropped (its descriptor is pointed at
+    /dev/null so that Python's flush at exit finds nothing to fail on, no "Exception
+    ignored in <stdout>"), and ``main`` ends with one line on stderr and EXIT_STDOUT.
+    A closed pipe (``| head -1``) still stops the run: BrokenPipeError passes."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.error = None
+
+    def _lost(self, exc: OSError) -> None:
+        self.error = exc
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, self.stream.fileno())
+            finally:
+                os.close(null)
+            self.stream.flush()  # what is still buffered goes to /dev/null
+        except (OSError, ValueError, AttributeError):  # not a real file (tests)
+            pass
+
+    def write(self, text):
+        if self.error is None:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                self._lost(exc)
+        return len(text)
+
+    def flush(self):
+        if self.error is None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                self._lost(exc)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _guarded_stdout():
+    """``sys.stdout`` as a ``_GuardedStdout`` for the block (/dev/null when stdout was
+    closed, ``>&-``); restored afterwards."""
+    _fill_closed_descriptors()
+    original = sys.stdout
+    stream = original if original is not None else open(  # noqa: SIM115 - closed below
+        os.devnull, "w", encoding="utf-8")
+    guard = _GuardedStdout(stream)
+    sys.stdout = guard
+    try:
+        yield guard
+    finally:
+        if sys.stdout is guard:
+            sys.stdout = original
+        if original is None:
+            stream.close()
 
 
 def main(argv=None) -> int:
     """Run the ``xpnn`` command; returns the exit code: 0 ok, 1 failed (a gradient check
     that did not pass, a diverged run, out of memory, a GPU or I/O error), 2 bad flags or
-    values, 130 Ctrl-C, 141 stdout closed early (``| head -1``).
+    values, 74 stdout could not be written (the run went on), 128+N stopped by signal N
+    (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141 stdout closed early (``| head -1``).
 
     Failures are one line ``xpnn: error: ...`` on stderr in flag terms, plus where the
     results of an interrupted or failed run were written; ``XPNN_DEBUG=1`` re-raises
-    library errors with their traceback instead.
+    library errors with their traceback instead. SIGTERM and SIGHUP stop a run the way
+    Ctrl-C does (``xpnn.cli.signals``).
     """
-    try:
-        code = _main(argv)
-        sys.stdout.flush()  # a closed pipe shows up here rather than at exit
+    with _guarded_stdout() as stdout, signals.stop_on_signals():
+        try:
+            code = _main(argv)
+            stdout.flush()  # a closed pipe shows up here rather than at exit
+        except BrokenPipeError:
+            return _stdout_closed()
+        except KeyboardInterrupt as exc:  # a signal outside the command's own handling
+            _report(_interrupted(exc))
+            return getattr(exc, "exit_code", EXIT_INTERRUPTED)
+        if stdout.error is not None:
+            why = stdout.error.strerror or one_line(stdout.error)
+            _report(f"error: stdout: {why} (the printed output was lost; the run went on"
+                    f"{' and completed' if code == 0 else ''})")
+            return EXIT_STDOUT if code == 0 else code
         return code
-    except BrokenPipeError:
-        return _stdout_closed()
+
+
+def _interrupted(exc: KeyboardInterrupt) -> str:
+    """'interrupted' (Ctrl-C) or 'interrupted by SIGTERM', plus what was saved."""
+    name = getattr(exc, "signame", "SIGINT")
+    saved = getattr(exc, "xpnn_saved", None)
+    return ("interrupted" + ("" if name == "SIGINT" else f" by {name}")
+            + (f": {saved}" if saved else ""))
 
 
 def _main(argv) -> int:
@@ -831,10 +976,9 @@ def _main(argv) -> int:
         return args.func(args)
     except BrokenPipeError:
         raise
-    except KeyboardInterrupt as exc:
-        saved = getattr(exc, "xpnn_saved", None)
-        _report("interrupted" + (f": {saved}" if saved else ""))
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP (xpnn.cli.signals)
+        _report(_interrupted(exc))
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     except Exception as exc:
         described = describe(exc, getattr(args, "memory_hint", None))
         saved = getattr(exc, "xpnn_saved", None)

@@ -128,7 +128,11 @@ def abort_on_error(comm=None, exit_code: int = 1):
     """Run a rank's work; on an exception print the traceback, say which rank failed,
     and ``MPI_Abort`` so that every rank exits (instead of the others waiting forever
     in the next collective). ``comm``: an ``MPIComm`` or mpi4py communicator (default
-    COMM_WORLD). A clean ``SystemExit(0)`` passes through."""
+    COMM_WORLD). A clean ``SystemExit(0)`` passes through.
+
+    An interrupt (``KeyboardInterrupt``: Ctrl-C, or SIGTERM/SIGHUP under the command
+    line) is not a failure: one line, no traceback, and the abort's exit code is
+    ``exc.exit_code`` (128 + the signal's number; 130 for a plain Ctrl-C)."""
     try:
         yield
     except BaseException as exc:
@@ -137,14 +141,34 @@ def abort_on_error(comm=None, exit_code: int = 1):
         raw = getattr(comm, "comm", comm)
         if raw is None:
             raw = _mpi().COMM_WORLD
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + (
-            f"xpnn: rank {raw.Get_rank()} of {raw.Get_size()} failed "
-            f"({type(exc).__name__}: {exc}); aborting all ranks\n"
-        )
+        where = f"rank {raw.Get_rank()} of {raw.Get_size()}"
+        if isinstance(exc, KeyboardInterrupt):
+            exit_code = getattr(exc, "exit_code", 130)
+            signame = getattr(exc, "signame", "SIGINT")
+            saved = getattr(exc, "xpnn_saved", None)
+            text = (f"xpnn: {where} interrupted" + (f" by {signame}" if signame != "SIGINT"
+                                                    else "")
+                    + (f": {saved}" if saved else "") + "; ending all ranks\n")
+        else:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) + (
+                f"xpnn: {where} failed ({type(exc).__name__}: {exc}); aborting all ranks\n"
+            )
         sys.stdout.flush()
         os.write(2, text.encode(errors="replace"))  # one unbuffered write
         # the launcher forwards stderr through a pipe and MPI_Abort tears everything
         # down at once: without a pause the message was lost in 2 of 6 runs
         time.sleep(_ABORT_GRACE_S)
+        if isinstance(exc, KeyboardInterrupt):  # MPI_Abort's own line would be a second
+            _silence_stderr()
         raw.Abort(exit_code)
         os._exit(exit_code)  # MPICH's MPI_Abort can return to the caller (seen with 5.0)
+
+
+def _silence_stderr() -> None:
+    """Point descriptor 2 at /dev/null (the MPI library prints its own line on abort)."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+    except OSError:
+        pass

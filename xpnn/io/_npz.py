@@ -142,9 +142,14 @@ def _read_npy(zf, info, file_size: int, shape: tuple, kinds: str, max_itemsize: 
                 found, fortran, dtype = npy_format.read_array_header_2_0(head)
             else:
                 raise ValueError(f".npy format version {version}")
-        except (ValueError, TypeError, SyntaxError, EOFError, OverflowError) as exc:
+        except Exception as exc:  # noqa: BLE001 - see below
+            # the header is untrusted text that NumPy parses with tokenize and then
+            # ast.literal_eval: besides ValueError it raises tokenize.TokenError,
+            # SyntaxError, MemoryError, RecursionError, OverflowError, ... for malformed
+            # dicts; every one of them means "no readable header" (issue 16.5)
+            why = " ".join(str(exc).split())[:200]  # it may quote the whole header
             raise _Damaged(f"damaged checkpoint: {what} has no readable .npy header "
-                           f"({exc})") from None
+                           f"({type(exc).__name__}: {why})") from None
         if found != shape:
             raise _Damaged(f"{what} has shape {found}, but the architecture needs {shape}")
         if dtype.kind not in kinds or dtype.hasobject or dtype.itemsize > max_itemsize:
