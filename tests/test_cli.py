@@ -935,8 +935,7 @@ def test_history_records_the_argv_that_was_run(capsys, tmp_path):
 
 
 RESUME_RUN = ["--dataset", "moons", "--samples", "1000", "--hidden", "20", "--optimizer",
-              "adam", "--lr", "0.01", "--batch-size", "50", "--eval-every", "1000",
-              "--no-progress"]
+              "adam", "--lr", "0.01", "--batch-size", "50", "--eval-every", "1000"]
 
 
 def _same_files(a, b):
@@ -955,31 +954,35 @@ def _same_files(a, b):
 
 
 def test_real_ctrl_c_then_resume_ends_as_the_uninterrupted_run(tmp_path):
-    """SIGINT to a real `xpnn train` process (the one the user's Ctrl-C sends), then
-    `xpnn train --resume DIR`: the same files as a run that was never interrupted."""
+    """SIGINT to a real `xpnn train` process (the one the user's Ctrl-C sends) once its
+    progress bar shows steps taken, then `xpnn train --resume DIR`: the same files as a
+    run that was never interrupted."""
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from xpnn.cli import main; sys.exit(main(sys.argv[1:]))")
-    iters = ["--iters", "6000"]
+    iters = ["--iters", "20000"]
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-c", code, "train", *RESUME_RUN, *iters,
                              "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().startswith("xpnn train: moons")
-        time.sleep(1.5)
+        seen = ""
+        while not re.search(r"\| *[1-9]\d*/20000", seen):  # tqdm: some steps done
+            char = proc.stderr.read(1)
+            assert char, f"the run ended before showing progress: {seen}"
+            seen += char
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, err
     stopped = History.load_json(out / "history.json").meta["interrupted_at"]
-    assert 0 < stopped < 6000, "the run ended before the signal: make it longer"
-    resumed = subprocess.run([sys.executable, "-m", "xpnn", "train", "--resume", str(out)],
-                             capture_output=True, text=True, timeout=300)
+    assert 0 < stopped < 20000
+    resumed = subprocess.run([sys.executable, "-m", "xpnn", "train", "--resume", str(out),
+                              "--no-progress"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {out / 'model.safetensors'} at iteration {stopped}" in resumed.stdout
     ref = tmp_path / "ref"
-    code, _, err = run_cli_subprocess(*RESUME_RUN, *iters, "--out", str(ref))
+    code, _, err = run_cli_subprocess(*RESUME_RUN, *iters, "--no-progress", "--out", str(ref))
     assert code == 0, err
     _same_files(out, ref)
 
@@ -992,7 +995,7 @@ def run_cli_subprocess(*argv):
 
 def test_resume_continues_a_finished_run_and_refuses_other_flags(capsys, tmp_path):
     out, ref = tmp_path / "run", tmp_path / "ref"
-    quick = [*RESUME_RUN[:-3], "--eval-every", "100", "--no-progress"]
+    quick = [*RESUME_RUN[:-2], "--eval-every", "100", "--no-progress"]
     assert run_cli(capsys, "train", *quick, "--iters", "300", "--out", str(out))[0] == 0
     code, _, err = run_cli(capsys, "train", "--resume", str(out), "--hidden", "5")
     assert code == 2 and "--resume: --hidden 5 differs from the run being resumed " \
