@@ -20,24 +20,33 @@ SCHEDULES = {"none": None, "steplr": lambda: xpnn.StepLR(5, gamma=0.5),
              "cosine": lambda: xpnn.CosineLR(ITERS, min_factor=0.1)}
 LRS = {"sgd": 0.2, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0.01,
        "adam": 0.02}
-#: where each case is interrupted: drawn once from this seed, shown in the test ids
+#: where each case is interrupted (after step k, or before it: after the schedule set
+#: the next step's rate): drawn once from this seed, shown in the test ids
 INTERRUPT_SEED = 17
 _CASES = list(itertools.product(xpnn.OPTIMIZERS, SCHEDULES))
-_DRAWN = np.random.default_rng(INTERRUPT_SEED).integers(1, ITERS, len(_CASES)).tolist()
-_AT = dict(zip(_CASES, _DRAWN, strict=True))
-MATRIX = [pytest.param(opt, sched, _AT[opt, sched], id=f"{opt}-{sched}-at{_AT[opt, sched]}")
+_rng = np.random.default_rng(INTERRUPT_SEED)
+_AT = dict(zip(_CASES, _rng.integers(1, ITERS, len(_CASES)).tolist(), strict=True))
+_HOW = dict(zip(_CASES, _rng.choice(["after", "before"], len(_CASES)).tolist(), strict=True))
+MATRIX = [pytest.param(opt, sched, _AT[opt, sched], _HOW[opt, sched],
+                       id=f"{opt}-{sched}-{_HOW[opt, sched]}{_AT[opt, sched]}")
           for opt, sched in _CASES]
 
 
 class StopAt(Callback):
-    """Raises ``exc`` after step ``k`` (or, with ``in_evaluation``, in the evaluation
-    after step k, before anything is recorded)."""
+    """Raises ``exc`` after step ``k``; with ``before_next``, before step k + 1 (the
+    schedule has set its rate: a Ctrl-C during a step); with ``in_evaluation``, in the
+    evaluation after step k, before anything is recorded."""
 
-    def __init__(self, k, exc=KeyboardInterrupt, in_evaluation=False):
-        self.k, self.exc, self.in_evaluation = k, exc, in_evaluation
+    def __init__(self, k, exc=KeyboardInterrupt, in_evaluation=False, before_next=False):
+        self.k, self.exc = k, exc
+        self.in_evaluation, self.before_next = in_evaluation, before_next
 
     def after_step(self, run):
-        if run.iteration == self.k and not self.in_evaluation:
+        if run.iteration == self.k and not (self.in_evaluation or self.before_next):
+            raise self.exc()
+
+    def before_step(self, run):
+        if run.iteration == self.k and self.before_next:
             raise self.exc()
 
     def before_evaluation(self, run):
@@ -103,11 +112,11 @@ def assert_same_run(got, want):
         assert hist_a.meta.get(key) == hist_b.meta.get(key), key
 
 
-@pytest.mark.parametrize("opt, sched, k", MATRIX)
+@pytest.mark.parametrize("opt, sched, k, how", MATRIX)
 def test_interrupted_and_resumed_run_is_bitwise_the_uninterrupted_one(
-        tmp_path, backend, opt, sched, k):
+        tmp_path, backend, opt, sched, k, how):
     want = _run(backend, opt, sched)
-    path, exc = _interrupted(tmp_path, backend, opt, sched, k)
+    path, exc = _interrupted(tmp_path, backend, opt, sched, k, before_next=how == "before")
     assert exc.history.meta["interrupted_at"] == k
     got = _run(backend, opt, sched, init_seed=99, resume=path)  # other initial weights
     assert got[2].meta["resumed_at"] == [k]

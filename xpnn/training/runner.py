@@ -349,8 +349,10 @@ class Run:
         after a divergence the one rolled back to), its iteration and host rate."""
         if self._rollback is not None:
             return self._rollback
-        return {"state": self.state, "iteration": int(self.state["iteration"]),
-                "lr": self.lr}
+        state, lr = self.state, self.lr
+        if self.taken is not None:  # the rate of the step that made the state, not the
+            state, lr = {**state, "lr": self.taken[0]}, self.taken[1]  # next (scheduled)
+        return {"state": state, "iteration": int(state["iteration"]), "lr": lr}
 
     def first_evaluation_due(self) -> bool:
         """Evaluate before the first step: always, except on resuming where the
