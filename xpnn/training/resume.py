@@ -126,10 +126,6 @@ def fill(template, arrays: dict, prefix: str, what: str):
 # -- capture -------------------------------------------------------------------------
 
 
-def _json_float(value):
-    return value if value is None or math.isfinite(value) else None
-
-
 def _history_arrays(history) -> tuple[dict, list]:
     arrays, absent = {}, []
     for name in history.fields:
