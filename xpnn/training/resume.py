@@ -181,8 +181,8 @@ def settings(run) -> dict:
         "optimizer_params": m["optimizer_params"],
         "pure_optimizer": bool(run.step.pure_optimizer),
         "lr_schedule": m["lr_schedule"],
-        # the training rows of all ranks (each rank's shard is its own)
-        "batch_size": m["batch_size"], "n_train": run.rows_all, "seed": m["seed"],
+        # n_train: the rows of all ranks (each rank's shard is its own)
+        "batch_size": m["batch_size"], "n_train": m["n_train"], "seed": m["seed"],
         "gradient": m["gradient"], "h": m["h"], "early_stopping": m["early_stopping"],
         "eval_batch_size": m["eval_batch_size"], "ranks": m["ranks"], "dtype": m["dtype"],
         "total": run.total, "finished": bool(run.finished),

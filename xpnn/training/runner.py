@@ -240,7 +240,6 @@ class Run:
         self.total, self.per_epoch, self.eval_every = total, per_epoch, eval_every
         self.eval_batch_size, self.optimizer, self.comm = eval_batch_size, optimizer, comm
         self.history, self.meta = history, history.meta
-        self.rows_all = int(self.x.shape[0])  # train() sums it over the ranks of comm
         self.base_lr = self.lr = float(optimizer.lr)
         self.state = step.init(lr=self.lr)
         self.reads_are_free = reads_are_free(net)
@@ -608,8 +607,6 @@ def train(
         np.random.default_rng(seed), n, batch_size)
     run = Run(net, step, (x, T), test_set, batches, total, per_epoch, eval_every,
               eval_batch_size, optimizer, history, comm)
-    if comm is not None:  # what a resumed run's rows are checked against
-        run.rows_all = int(round(comm.allreduce_sum([float(n)])[0]))
     guard = next((cb for cb in user if isinstance(cb, DivergenceGuard)), DivergenceGuard())
     user = [cb for cb in user if cb is not guard]
     chain = [guard, Recorder(), schedule, stopping, Progress(say) if talk else None, *user]
