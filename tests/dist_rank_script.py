@@ -95,6 +95,54 @@ def train(comm, out):
     out["acc_diff"] = abs(hist.final["train_acc"] - ref.final["train_acc"])
 
 
+class _StopAfter(xpnn.training.Callback):
+    def __init__(self, k):
+        self.k = k
+
+    def after_step(self, run):
+        if run.iteration == self.k:
+            raise KeyboardInterrupt
+
+
+def _bits(tree) -> dict:
+    from xpnn.training.resume import flatten
+
+    return {k: xpnn.to_numpy(v).tobytes().hex() for k, v in flatten(tree).items()}
+
+
+def resume(comm, out):
+    """xpnn.train(..., comm=comm) with mini-batches on uneven shards (21 and 20 rows,
+    so the ranks' epochs differ), interrupted after step 7 on every rank; rank 0 writes
+    the checkpoint, every rank resumes from it: the same parameters, optimizer state and
+    history as the uninterrupted run, bit for bit, on each rank."""
+    outdir = sys.argv[2]
+    net, x, t = _problem(n=41)
+    xs, ts = shard(x, t, comm.rank, comm.size)
+    kw = dict(batch_size=5, iters=15, eval_every=4, seed=2, progress=False, comm=comm,
+              lr_schedule=xpnn.StepLR(4, gamma=0.5))
+    opt = xpnn.Adam(lr=0.05)
+    ref = xpnn.train(net, (xs, ts), optimizer=opt, **kw)
+    want = (_bits(net.params), _bits(opt.state), ref.train_loss, ref.lr)
+    stopped, _, _ = _problem(n=41)
+    try:
+        xpnn.train(stopped, (xs, ts), optimizer=xpnn.Adam(lr=0.05),
+                   callbacks=[_StopAfter(7)], **kw)
+    except KeyboardInterrupt as exc:
+        path = os.path.join(outdir, "ckpt.safetensors")
+        if comm.rank == 0:
+            xpnn.save_resumable(path, stopped, exc)
+    comm.barrier()
+    again, _, _ = _problem(n=41, seed=comm.rank + 5)  # other weights: the file's are used
+    opt2 = xpnn.Adam(lr=0.05)
+    got = xpnn.train(again, (xs, ts), optimizer=opt2, resume=path, **kw)
+    out["same_params"] = _bits(again.params) == want[0]
+    out["same_optimizer_state"] = _bits(opt2.state) == want[1]
+    out["same_history"] = (got.train_loss, got.lr) == want[2:]
+    out["resumed_at"] = got.meta["resumed_at"]
+    out["shard_rows"] = int(xs.shape[0])
+    out["digest"] = _params_digest(again)
+
+
 def raise_on_one(comm, out):
     """Rank 1 raises while rank 0 waits in a collective: everyone must exit."""
     if comm.rank == 1:
@@ -129,7 +177,7 @@ def different_replicas(comm, out):
 
 
 SCENARIOS = {f.__name__: f for f in (collectives, train, raise_on_one, die_on_one,
-                                      different_replicas, disagree)}
+                                      different_replicas, disagree, resume)}
 
 
 def pool(outdir):

@@ -661,6 +661,7 @@ def test_extra_tensors_and_meta_round_trip(tmp_path, backend):
     for name, value in extra.items():
         assert isinstance(got.extra[name], np.ndarray)
         assert got.extra[name].dtype == value.dtype.newbyteorder("=")
+        assert got.extra[name].shape == value.shape  # a 0-d counter stays 0-d
         np.testing.assert_array_equal(got.extra[name], value)
     for k, v in net.params.items():
         np.testing.assert_array_equal(xpnn.to_numpy(got.net.params[k]), xpnn.to_numpy(v))

@@ -1293,3 +1293,105 @@ def test_out_states(capsys, tmp_path, monkeypatch, contents, overwrite, outcome)
         assert not replaced - {where / "model.safetensors", where / "history.json"}, replaced
         assert not (holds_run and replaced & {out / "model.safetensors", out / "history.json"})
         checkpoint.load(where / "model.safetensors")
+
+
+# -- resuming a run (issue 17) ------------------------------------------------------------
+
+
+RESUME_RUN = ["--dataset", "moons", "--samples", "1000", "--hidden", "20", "--optimizer",
+              "adam", "--lr", "0.01", "--batch-size", "50", "--eval-every", "1000"]
+
+
+def _same_files(a, b):
+    """Two run folders: the same parameters and optimizer state bit for bit, the same
+    history but for the wall-clock fields."""
+    ca, cb = (xpnn.read_checkpoint(p / "model.safetensors") for p in (a, b))
+    for k, v in ca.net.params.items():
+        assert xpnn.to_numpy(v).tobytes() == xpnn.to_numpy(cb.net.params[k]).tobytes(), k
+    state = {k for k in ca.extra if k.startswith("state/")}
+    assert state and state == {k for k in cb.extra if k.startswith("state/")}
+    for k in state:
+        assert ca.extra[k].tobytes() == cb.extra[k].tobytes(), k
+    ha, hb = (History.load_json(p / "history.json") for p in (a, b))
+    for field in ("iteration", "train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+        assert getattr(ha, field) == getattr(hb, field), field
+
+
+def test_real_ctrl_c_then_resume_ends_as_the_uninterrupted_run(tmp_path):
+    """SIGINT to a real `xpnn train` process (the one the user's Ctrl-C sends) once its
+    progress bar shows steps taken, then `xpnn train --resume DIR`: the same files as a
+    run that was never interrupted."""
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from xpnn.cli import main; sys.exit(main(sys.argv[1:]))")
+    iters = ["--iters", "20000"]
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", code, "train", *RESUME_RUN, *iters,
+                             "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        while not re.search(r"\| *[1-9]\d*/20000", seen):  # tqdm: some steps done
+            char = proc.stderr.read(1)
+            assert char, f"the run ended before showing progress: {seen}"
+            seen += char
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    stopped = History.load_json(out / "history.json").meta["interrupted_at"]
+    assert 0 < stopped < 20000
+    resumed = subprocess.run([sys.executable, "-m", "xpnn", "train", "--resume", str(out),
+                              "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out / 'model.safetensors'} at iteration {stopped}" in resumed.stdout
+    ref = tmp_path / "ref"
+    code, _, err = run_cli_subprocess(*RESUME_RUN, *iters, "--no-progress", "--out", str(ref))
+    assert code == 0, err
+    _same_files(out, ref)
+
+
+def run_cli_subprocess(*argv):
+    done = subprocess.run([sys.executable, "-m", "xpnn", "train", *argv], capture_output=True,
+                          text=True, timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_resume_continues_a_finished_run_and_refuses_other_flags(capsys, tmp_path):
+    out, ref = tmp_path / "run", tmp_path / "ref"
+    quick = [*RESUME_RUN[:-2], "--eval-every", "100", "--no-progress"]
+    assert run_cli(capsys, "train", *quick, "--iters", "300", "--out", str(out))[0] == 0
+    code, _, err = run_cli(capsys, "train", "--resume", str(out), "--hidden", "5")
+    assert code == 2 and "--resume: --hidden 5 differs from the run being resumed " \
+                          "(--hidden 20)" in err, err
+    code, _, err = run_cli(capsys, "train", "--resume", str(out), "--weight-decay", "0.1")
+    assert code == 2 and "(no --weight-decay)" in err, err
+    code, _, err = run_cli(capsys, "train", "--resume", str(out))
+    assert code == 2 and "already reached iteration 300" in err, err
+    # the flags given again with the same values are fine; --iters is the new total
+    code, _, err = run_cli(capsys, "train", "--resume", str(out), "--hidden", "20",
+                           "--iters", "700")
+    assert code == 0, err
+    assert run_cli(capsys, "train", *quick, "--iters", "700", "--out", str(ref))[0] == 0
+    ca, cb = (xpnn.read_checkpoint(p / "model.safetensors") for p in (out, ref))
+    for k, v in ca.extra.items():
+        if k.startswith("state/"):
+            assert v.tobytes() == cb.extra[k].tobytes(), k
+    code, _, err = run_cli(capsys, "train", "--resume", str(tmp_path / "none"))
+    assert code == 2 and "no model.safetensors there to resume" in err, err
+
+
+def test_a_diverged_cli_run_resumes_from_its_last_good_state(capsys, tmp_path):
+    """A diverged run writes the state it rolled back to; resuming it with the same
+    flags diverges at the same step, with a smaller --lr it trains on."""
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "moons", "--optimizer", "momentum", "--lr", "1e30",
+            "--iters", "50", "--eval-every", "10", "--no-progress", "--out", str(out)]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "diverged at iteration" in err, err
+    first = History.load_json(out / "history.json").meta["diverged_at"]
+    code, _, err = run_cli(capsys, "train", "--resume", str(out))
+    assert code == 1 and f"diverged at iteration {first}" in err, err
+    code, _, err = run_cli(capsys, "train", "--resume", str(out), "--lr", "0.5")
+    assert code == 0, err
+    assert History.load_json(out / "history.json").iteration[-1] == 50

@@ -78,6 +78,16 @@ def test_train_with_mpi_comm_matches_single_process(tmp_path, backend):
     assert (proc.stdout + proc.stderr).count("trained 6 iterations") == 1, proc.stdout
 
 
+def test_interrupted_mpi_run_resumes_bitwise_on_every_rank(tmp_path):
+    proc, outs, _ = run_ranks("resume", tmp_path)
+    _ok(proc)
+    assert [o["shard_rows"] for o in outs] == [21, 20]  # the ranks' epochs differ
+    for out in outs:
+        assert out["resumed_at"] == [7]
+        assert out["same_params"] and out["same_optimizer_state"] and out["same_history"]
+    assert outs[0]["digest"] == outs[1]["digest"]
+
+
 @pytest.mark.parametrize("scenario", ["raise_on_one", "die_on_one"])
 def test_a_failing_rank_ends_every_rank(tmp_path, scenario):
     proc, outs, seconds = run_ranks(scenario, tmp_path)

@@ -37,7 +37,7 @@ from .optim import (
     StepLR,
     make_optimizer,
 )
-from .training import History, TrainingDivergedError, make_step, train
+from .training import History, TrainingDivergedError, make_step, save_resumable, train
 
 __version__ = "0.1.0"
 
@@ -66,6 +66,7 @@ __all__ = [
     "plotting",
     "read_checkpoint",
     "save",
+    "save_resumable",
     "train",
     "ACTIVATIONS",
     "BACKENDS",

@@ -31,7 +31,7 @@ from ..io import checkpoint
 from ..io.atomic import atomic_replace
 from ..nn.mlp import MLP
 from ..optim import OPTIMIZERS, make_optimizer
-from ..training import TrainingDivergedError, train
+from ..training import TrainingDivergedError, save_resumable, train
 from . import argtypes, budget, signals
 from .argtypes import ACTIVATION_NAMES
 from .dataspec import data_spec
@@ -309,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let --out hold an earlier run (history.json, model file): a run "
                         "that completes replaces its files; one that fails or is "
                         "interrupted writes into --out/partial/ instead")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run whose model.safetensors is in DIR (interrupted, "
+                        "failed or finished) with its own flags, writing into DIR (or "
+                        "--out); flags given again must agree, except --iters/--epochs "
+                        "(the whole run's length), --lr, --backend, --device, --compile "
+                        "and the output flags")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--quiet", action="store_true",
                    help="print only the final summary line (implies --no-progress)")
@@ -316,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dist_flags(t)
     t.set_defaults(func=cmd_train)
+    parser.commands = {"train": t}  # for _resumed_args
 
     # ---- gradcheck
     c = sub.add_parser(
@@ -568,6 +575,79 @@ def _trainer_log(args, warned_float32: bool):
     return log
 
 
+#: flags (argparse dests) that --resume lets differ from the run's own: the run's
+#: length, its rate, where and how it runs, where it writes
+RESUME_MAY_CHANGE = ("iters", "epochs", "lr", "backend", "device", "compile", "out",
+                     "no_progress", "quiet", "data_dir", "no_download", "workers",
+                     "scheduler", "threads", "resume", "overwrite")
+#: dests that are not flags of the run (set by argparse or by xpnn)
+_NOT_FLAGS = ("command", "func", "argv", "resume", "resumed_at", "memory_hint", "run_flags")
+
+
+def _run_flags(args) -> dict:
+    """The train flags' values (JSON types), as --resume reuses them."""
+    return {k: v for k, v in vars(args).items() if k not in _NOT_FLAGS}
+
+
+def _resume_file(where) -> Path:
+    path = Path(where).expanduser()
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def _resumed_args(parser, args, argv):
+    """``args`` for ``xpnn train --resume DIR ...``: the flags saved with DIR's run,
+    with those given now on top (a given flag outside RESUME_MAY_CHANGE must agree)."""
+    path = _resume_file(args.resume)
+    if not path.exists():
+        raise CLIError(f"--resume {args.resume!r}: no model.safetensors there to resume")
+    meta = checkpoint.read_checkpoint(path).extra_meta
+    saved = meta.get("cli", {}).get("args") if isinstance(meta.get("cli"), dict) else None
+    if "resume" not in meta or not isinstance(saved, dict):
+        raise CLIError(f"--resume: {path} holds no run to resume (it was not written by "
+                       f"'xpnn train' with its training state)")
+    train_parser = parser.commands["train"]
+    unset = object()  # every default: what is not unset was on the command line
+    train_parser.set_defaults(**{k: unset for k in vars(args)})
+    given = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not unset}
+    merged = dict(saved)
+    for key, value in given.items():
+        if key in _NOT_FLAGS:
+            continue
+        if key not in RESUME_MAY_CHANGE and value != saved.get(key):
+            flag = "--" + key.replace("_", "-")
+            was = (f"{flag} {_shown_flag(saved[key])}" if saved.get(key) not in (None, False)
+                   else f"no {flag}")
+            raise CLIError(f"--resume: {flag} {_shown_flag(value)} differs from the run being "
+                           f"resumed ({was}); leave it out (the run's own flags are used)")
+        merged[key] = value
+    if "iters" in given:
+        merged["epochs"] = None
+    elif "epochs" in given:
+        merged["iters"] = None
+    out = given.get("out") or str(path.parent)
+    # continuing a run in its own folder replaces its files once the resumed run
+    # completes; a resumed run that fails or is interrupted writes into partial/ there
+    # (the --overwrite policy), so the checkpoint resumed from is never lost
+    overwrite = given.get("overwrite", False) or Path(out).resolve() == path.parent.resolve()
+    return argparse.Namespace(**{**merged, "out": out, "overwrite": overwrite,
+                                 "resume": str(path), "argv": argv,
+                                 "resumed_at": meta["resume"].get("iteration"),
+                                 "command": "train", "func": cmd_train})
+
+
+def _shown_flag(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _save_model(path, net, source, cli_meta: dict):
+    """model.safetensors with the run's data record (``xpnn evaluate`` reads it) and,
+    where the trainer attached one, its training state and flags (``--resume``)."""
+    if getattr(source, "training_state", None) is None:
+        return checkpoint.save(net, path, extra_meta={"data": cli_meta["data"]})
+    return save_resumable(path, net, source,
+                          extra_meta={"data": cli_meta["data"], "cli": cli_meta})
+
+
 def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     """Write history.json and model.safetensors for a run that ended by ``exc`` after
     training started (``exc.history``, attached by xpnn.train), into
@@ -592,8 +672,7 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
         with signals.deferred(raise_held=False):
             folder = out.partial_folder()
             history.save_json(folder / "history.json")
-            checkpoint.save(net, folder / "model.safetensors",
-                            extra_meta={"data": cli["data"]})
+            _save_model(folder / "model.safetensors", net, exc, cli)
     except Exception as save_error:  # report the run's own error, and this one
         return f"could not save the partial run to {folder} ({one_line(save_error)})"
     if isinstance(exc, TrainingDivergedError):
@@ -608,19 +687,19 @@ def _save_partial(exc, net, out: OutputFolder, cli_meta: dict):
     return (f"stopped after iteration {done}; " if done is not None else "") + wrote
 
 
-def _save_completed(history, net, out: OutputFolder, extra_meta=None) -> None:
+def _save_completed(history, net, out: OutputFolder, cli_meta: dict) -> None:
     """Write a completed run's history.json and model.safetensors into ``out``. Over an
     earlier run (--overwrite) both are first written into a fresh hidden folder in
     ``out`` and then moved into place, so that a failed write (a full disk) leaves the
     earlier run's pair intact (and an earlier partial/ untouched)."""
     if not out.earlier_run:
         history.save_json(out / "history.json")
-        checkpoint.save(net, out / "model.safetensors", extra_meta=extra_meta)
+        _save_model(out / "model.safetensors", net, history, cli_meta)
         return
     stage = Path(tempfile.mkdtemp(dir=out.path, prefix=".xpnn-new-"))
     try:
         history.save_json(stage / "history.json")
-        checkpoint.save(net, stage / "model.safetensors", extra_meta=extra_meta)
+        _save_model(stage / "model.safetensors", net, history, cli_meta)
         for name in ("model.safetensors", "history.json"):
             atomic_replace(stage / name, out / name)
     finally:
@@ -636,6 +715,7 @@ def cmd_train(args) -> int:
 
 def _train_as(args, dist) -> int:
     """``xpnn train`` in this process: alone, or as one rank of ``dist`` (xpnn.dist.cli)."""
+    args.run_flags = _run_flags(args)  # before the presets fill them in
     cfg = _resolve_train_config(args)
     if not dist.is_root:  # rank 0 alone prints and writes,
         args.quiet = True
@@ -701,7 +781,9 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
          f"{net.backend} {net.dtype_name}, sizes {sizes}, "
          f"{cfg['activation'] if sizes[1:-1] else 'no hidden layer'}, {args.optimizer} "
          f"lr {cfg['lr']:g}, {_batch_words(cfg['batch_size'], dist)}, {length}, "
-         f"{args.gradient} gradients, {threads_note}")
+         f"{args.gradient} gradients, {threads_note}"
+         + (f"; resuming {args.resume} at iteration {args.resumed_at}"
+            if getattr(args, "resume", None) else ""))
     if net.backend == "jax" and not args.compile and args.gradient == "backprop":
         _say(args, JAX_EAGER_HINT)
     warned_float32 = args.gradient == "numerical" and net.dtype_name == "float32"
@@ -710,7 +792,8 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
         print(FLOAT32_NUMERICAL_WARNING.format(h=h), file=sys.stderr, flush=True)
 
     cli_meta = {
-        "argv": args.argv, "dataset": args.dataset, "sizes": sizes, "data": data_spec(args),
+        "argv": args.argv, "args": args.run_flags, "dataset": args.dataset, "sizes": sizes,
+        "data": data_spec(args),
         **{k: v for k, v in cfg.items() if k != "dtype_defaulted"},
     }
     start = time.perf_counter()
@@ -723,6 +806,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
                 progress=not args.no_progress, h=args.h,
                 log=_trainer_log(args, warned_float32), compile=args.compile,
                 comm=dist.comm, executor=dist.executor,
+                resume=getattr(args, "resume", None),
             )
     except BaseException as exc:
         note = _save_partial(exc, net, out, cli_meta) if dist.is_root else None
@@ -736,7 +820,7 @@ def _run_training(args, cfg, n_out: int, out: OutputFolder, dist) -> int:
     history.meta.setdefault("cli", cli_meta)
     try:
         with signals.deferred():  # a signal meanwhile waits until both are written
-            _save_completed(history, net, out, extra_meta={"data": cli_meta["data"]})
+            _save_completed(history, net, out, cli_meta)
     except KeyboardInterrupt as exc:  # a signal held while writing: the run is complete
         exc.xpnn_saved = ("after the run completed; wrote history.json and model.safetensors "
                           f"to {out}")
@@ -973,6 +1057,8 @@ def _main(argv) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("XPNN_DEBUG", "") not in ("", "0")
     try:
+        if getattr(args, "resume", None) is not None:
+            args = _resumed_args(parser, args, args.argv)
         return args.func(args)
     except BrokenPipeError:
         raise

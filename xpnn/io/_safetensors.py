@@ -99,8 +99,9 @@ def check_extra(extra) -> dict[str, np.ndarray]:
         if value.ndim > MAX_DIMS:
             raise ValueError(f"extra[{name!r}] has {value.ndim} dimensions, more than "
                              f"{MAX_DIMS}")
-        out[EXTRA + name] = np.ascontiguousarray(value.astype(value.dtype.newbyteorder("<"),
-                                                              copy=False))
+        # np.require, not ascontiguousarray: that one makes a 0-d array 1-d
+        out[EXTRA + name] = np.require(value.astype(value.dtype.newbyteorder("<"), copy=False),
+                                       requirements="C")
     return out
 
 

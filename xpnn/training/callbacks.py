@@ -39,6 +39,13 @@ def copy_params(xp, params: dict) -> dict:
     return {k: xp.asarray(v, copy=True) for k, v in params.items()}
 
 
+def copy_tree(xp, tree):
+    """Real copies of every array of a nest of dicts (a step state)."""
+    if isinstance(tree, dict):
+        return {k: copy_tree(xp, v) for k, v in tree.items()}
+    return xp.asarray(tree, copy=True)
+
+
 class Callback:
     """Base class: every hook does nothing."""
 
@@ -61,6 +68,15 @@ class Callback:
         pass
 
     def on_train_end(self, run):
+        pass
+
+    def get_state(self, run):
+        """What a resumed run needs of this callback: None (nothing), or ``(arrays,
+        meta)``: a nest of dicts of arrays and a JSON-able dict (``xpnn.training.
+        resume``); ``set_state(run, arrays, meta)`` (host arrays) puts them back."""
+        return None
+
+    def set_state(self, run, arrays: dict, meta: dict):
         pass
 
 
@@ -107,7 +123,8 @@ class LRSchedule(Callback):
         return float(factor)
 
     def on_train_begin(self, run):
-        run.set_lr(run.base_lr * self.factor(0))
+        # the rate of the last step taken (of none: the first's), as the loop left it
+        run.set_lr(run.base_lr * self.factor(max(run.iteration - 1, 0)))
 
     def before_step(self, run):
         run.set_lr(run.base_lr * self.factor(run.iteration))
@@ -140,6 +157,22 @@ class EarlyStopping(Callback):
         if run.error is None and self.best is not None:
             run.net.params.update(self.best)
 
+    def get_state(self, run):
+        best_loss = self.best_loss if math.isfinite(self.best_loss) else None
+        return ({} if self.best is None else {"best": self.best},
+                {"best_loss": best_loss, "waited": self.waited})
+
+    def set_state(self, run, arrays, meta):
+        from .resume import params_like
+
+        self.waited = int(meta["waited"])
+        best = arrays.get("best/" + next(iter(run.net.params)))
+        if meta["best_loss"] is None or best is None:
+            self.best, self.best_loss = None, math.inf
+            return
+        host = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
+        self.best, self.best_loss = params_like(run.net, host), float(meta["best_loss"])
+
 
 class DivergenceGuard(Callback):
     """Stops training with ``TrainingDivergedError`` when the parameters or a loss
@@ -150,8 +183,9 @@ class DivergenceGuard(Callback):
                 when their loss is finite); False: read it at evaluations only (no
                 device round trip per step) and restore the last evaluation's.
                 None: True where reading a device value costs nothing.
-    Keeps a copy of the parameters of the last good evaluation (a real copy, so a
-    callback that writes NaN into an array in place cannot spoil it).
+    Keeps a copy of the step state of the last good evaluation (real copies, so a
+    callback that writes NaN into an array in place cannot spoil it): its parameters
+    are put back, and the whole state is where a resumed run continues.
     """
 
     def __init__(self, every_step: bool | None = None):
@@ -159,6 +193,18 @@ class DivergenceGuard(Callback):
         self.exact = None  # every_step resolved for the current run
         self.good = None
         self.good_iteration = 0
+        self.good_state, self.good_lr = None, None
+
+    def _keep(self, run, params=None):
+        """Copy the state of ``run`` (its parameters: ``params`` when already copied)."""
+        rest = {k: v for k, v in run.state.items() if k != "params"}
+        self.good = copy_params(run.xp, run.state["params"]) if params is None else params
+        self.good_state = {**copy_tree(run.xp, rest), "params": self.good}
+        self.good_iteration, self.good_lr = run.iteration, run.lr
+
+    def _rolled_back(self, run, iteration, why):
+        return run.diverged(iteration, why, self.good, self.good_iteration,
+                            state=self.good_state, lr=self.good_lr)
 
     def checks_every_step(self, run) -> bool:
         """Whether the flag is read after every step of ``run``: ``every_step``, or
@@ -167,7 +213,7 @@ class DivergenceGuard(Callback):
 
     def on_train_begin(self, run):
         self.exact = self.checks_every_step(run)
-        self.good = copy_params(run.xp, run.state["params"])
+        self._keep(run)
 
     def after_step(self, run):
         if not self.exact or int(run.state["first_bad"]) < 0:
@@ -175,17 +221,16 @@ class DivergenceGuard(Callback):
         previous = run.previous_params  # None where the step consumed its input state
         if previous is not None and math.isfinite(run.data_loss(previous)):
             raise run.diverged(run.iteration, "the parameters became NaN or inf", previous,
-                               run.iteration - 1)
-        raise run.diverged(run.iteration, "the parameters became NaN or inf", self.good,
-                           self.good_iteration)
+                               run.iteration - 1, state=run.previous_state,
+                               lr=run.previous_lr)
+        raise self._rolled_back(run, run.iteration, "the parameters became NaN or inf")
 
     def before_evaluation(self, run):
         if self.exact:
             return
         bad_at = int(run.state["first_bad"])  # waits for the device
         if bad_at >= 0:
-            raise run.diverged(bad_at, "the parameters became NaN or inf", self.good,
-                               self.good_iteration)
+            raise self._rolled_back(run, bad_at, "the parameters became NaN or inf")
 
     def on_evaluation(self, run, record):
         for which in ("train", "test"):
@@ -193,10 +238,10 @@ class DivergenceGuard(Callback):
             if loss is not None and not math.isfinite(loss):
                 why = f"the {which}ing loss is {loss}" if which == "train" else (
                     f"the test loss is {loss}")
-                raise run.diverged(record["iteration"], f"{why}{run.explain_loss(which)}",
-                                   self.good, self.good_iteration)
+                raise self._rolled_back(run, record["iteration"],
+                                        f"{why}{run.explain_loss(which)}")
         # runs before the user's callbacks: a copy of what they are given
-        self.good, self.good_iteration = copy_params(run.xp, run.state["params"]), run.iteration
+        self._keep(run)
         return False
 
     def after_evaluation(self, run):
@@ -204,9 +249,9 @@ class DivergenceGuard(Callback):
         or written in place): back to the copy if they are not finite, else copy them."""
         params = run.state["params"]
         if not bool(run.all_finite(params)):
-            raise run.diverged(run.iteration, "a callback left NaN or inf parameters",
-                               self.good, self.good_iteration)
+            raise self._rolled_back(run, run.iteration, "a callback left NaN or inf parameters")
         self.good = copy_params(run.xp, params)
+        self.good_state = {**self.good_state, "params": self.good}
 
 
 def _fmt(value, spec=".4f") -> str:
@@ -260,7 +305,8 @@ class Progress(Callback):
             from tqdm import tqdm
         except ImportError:
             return
-        self.bar = tqdm(total=run.total, unit="it", dynamic_ncols=True, leave=True)
+        self.bar = tqdm(total=run.total, initial=run.iteration, unit="it",
+                        dynamic_ncols=True, leave=True)
 
     def after_step(self, run):
         if self.bar is not None:

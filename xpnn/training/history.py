@@ -47,6 +47,8 @@ class History:
 
     def __init__(self, meta: dict | None = None):
         self.meta = dict(meta or {})
+        #: what xpnn.training.save_resumable writes (set by xpnn.train; not saved)
+        self.training_state = None
         for name in FIELDS:
             setattr(self, name, [])
 

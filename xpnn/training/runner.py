@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 
 import numpy as np
@@ -53,6 +54,7 @@ from ..nn.numerical import check_h
 from ..optim.optimizers import SGD, make_optimizer
 from ..optim.transforms import _check_lr as _check_positive_lr
 from ..optim.transforms import _check_positive_int
+from . import resume as resume_module
 from .callbacks import (
     Callback,
     DivergenceGuard,
@@ -146,6 +148,25 @@ class _BatchIndices:
         self.per_epoch = -(-n // batch_size)
         self.pad = self.per_epoch * batch_size - n
         self._epoch, self._rows = -1, None
+        self._initial = rng.bit_generator.state  # before epoch 0: see get_state
+
+    def get_state(self) -> dict:
+        """JSON-able: the generator's state before epoch 0 and the epochs drawn so far.
+        The stream is a function of that state and the iteration alone (``block``
+        draws the epochs before the one asked for), so a restored sampler needs no
+        more, on every rank of a data-parallel run whatever its shard's size."""
+        return {"bit_generator": self._initial, "epochs_drawn": self._epoch + 1}
+
+    def set_state(self, state: dict) -> None:
+        """Start again from ``get_state()``'s generator state (the same kind of bit
+        generator is required)."""
+        kind = state["bit_generator"].get("bit_generator")
+        if kind != self._initial.get("bit_generator"):
+            raise ValueError(f"the checkpoint's batch order comes from a {kind} generator, "
+                             f"this run's from {self._initial.get('bit_generator')}")
+        self.rng.bit_generator.state = state["bit_generator"]
+        self._initial = self.rng.bit_generator.state
+        self._epoch, self._rows = -1, None
 
     def _epoch_rows(self, epoch: int) -> np.ndarray:
         while self._epoch < epoch:  # blocks are requested in order
@@ -223,7 +244,9 @@ class Run:
         self.state = step.init(lr=self.lr)
         self.reads_are_free = reads_are_free(net)
         self.iteration, self.train_time, self.error = 0, 0.0, None
-        self.previous_params = None
+        self.previous_params = self.previous_state = self.previous_lr = None
+        self.taken = None  # (state lr array, host lr) of the step that made the state
+        self.resumed_from, self.finished, self._rollback = None, False, None
         self.wall_start = self._mark = time.perf_counter()
         self._block, self._block_start, self._block_stop = None, 0, 0
         self._block_iters = 1 if batches is None else max(
@@ -245,8 +268,13 @@ class Run:
 
     def advance(self):
         xb, Tb = self.batch()
-        self.previous_params = None if self.step.donates else self.state["params"]
+        if self.step.donates:
+            self.previous_state = self.previous_params = None
+        else:  # with the rate of the step that made it, not the next one's
+            self.previous_state = {**self.state, "lr": self.taken[0]}
+            self.previous_params, self.previous_lr = self.state["params"], self.taken[1]
         self.state = self.step(self.state, xb, Tb)
+        self.taken = (self.state["lr"], self.lr)
         self.iteration += 1
 
     def evaluate(self, callbacks) -> bool:
@@ -315,9 +343,35 @@ class Run:
                     f"weight_decay={net.weight_decay:g} is too large for these parameters")
         return ""
 
-    def diverged(self, iteration: int, why: str, restore: dict, restored_iteration: int):
-        """Put finite parameters back and build the error (the caller raises it)."""
+    def resume_point(self) -> dict:
+        """Where a resumed run continues: the step state (the last completed step's, or
+        after a divergence the one rolled back to), its iteration and host rate."""
+        if self._rollback is not None:
+            return self._rollback
+        state, lr = self.state, self.lr
+        if self.taken is not None:  # the rate of the step that made the state, not the
+            state, lr = {**state, "lr": self.taken[0]}, self.taken[1]  # next (scheduled)
+        return {"state": state, "iteration": int(state["iteration"]), "lr": lr}
+
+    def first_evaluation_due(self) -> bool:
+        """Evaluate before the first step: always, except on resuming where the
+        checkpoint's history already holds this iteration's record or the iteration is
+        not one that is evaluated."""
+        if self.resumed_from is None:
+            return True
+        k = self.iteration
+        due = k % self.eval_every == 0 or k == self.total
+        return due and (not len(self.history) or self.history.iteration[-1] != k)
+
+    def diverged(self, iteration: int, why: str, restore: dict, restored_iteration: int,
+                 state: dict | None = None, lr: float | None = None):
+        """Put finite parameters back and build the error (the caller raises it).
+        ``state``/``lr``: the step state (and its host rate) of ``restored_iteration``,
+        where a resumed run continues (see ``resume_point``)."""
         self.net.params = dict(restore)
+        if state is not None:
+            self._rollback = {"state": state, "iteration": restored_iteration,
+                              "lr": self.lr if lr is None else lr}
         self.meta["diverged_at"] = iteration
         self.meta["restored_iteration"] = restored_iteration
         self.finish()
@@ -336,7 +390,8 @@ def _loop(run: Run, callbacks) -> None:
     """The training loop: evaluate, then step (and evaluate every eval_every) to the end."""
     for cb in callbacks:
         cb.on_train_begin(run)
-    stop = run.evaluate(callbacks)
+    run.taken = (run.state["lr"], run.lr)
+    stop = run.evaluate(callbacks) if run.first_evaluation_due() else False
     while run.iteration < run.total and not stop:
         for cb in callbacks:
             cb.before_step(run)
@@ -345,6 +400,7 @@ def _loop(run: Run, callbacks) -> None:
             cb.after_step(run)
         if run.iteration % run.eval_every == 0 or run.iteration == run.total:
             stop = run.evaluate(callbacks)
+    run.finished = True
     run.finish()
 
 
@@ -356,6 +412,7 @@ def _run(run: Run, callbacks) -> History:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             _loop(run, callbacks)
         run.sync_net()
+        run.history.training_state = _capture(run, callbacks)
     except BaseException as exc:
         run.error = exc
         if not isinstance(exc, TrainingDivergedError):
@@ -363,6 +420,7 @@ def _run(run: Run, callbacks) -> History:
             run.finish()
             run.meta["interrupted_at"] = run.iteration
         exc.history = run.history
+        exc.training_state = _capture(run, callbacks)
         raise
     finally:
         try:
@@ -374,6 +432,15 @@ def _run(run: Run, callbacks) -> History:
                 diverged = isinstance(run.error, TrainingDivergedError)  # not from NaN
                 run.optimizer.state = None if diverged else run.state["opt"]
     return run.history
+
+
+def _capture(run: Run, callbacks):
+    """``resume.capture`` of the run, or None where it cannot be taken (a compiled
+    step interrupted while it held the state's donated buffers)."""
+    try:
+        return resume_module.capture(run, callbacks)
+    except Exception:  # the run's own error is what the caller must see
+        return None
 
 
 # -- the trainer -----------------------------------------------------------------------
@@ -400,6 +467,7 @@ def train(
     compile=False,
     comm=None,
     executor=None,
+    resume=None,
 ) -> History:
     """Train ``net`` in place by mini-batch gradient descent; return the ``History``.
 
@@ -439,6 +507,19 @@ def train(
                      Client, or an xpnn.dist communicator (every rank calling) that
                      computes the numerical gradient's parameter chunks
                      (xpnn.dist.numerical_gradient)
+    resume           a checkpoint (path or ``xpnn.Checkpoint``) written with its
+                     training state (``xpnn.training.save_resumable``, or the CLI's
+                     model.safetensors): continue that run. ``net`` must have its
+                     architecture (its parameters are replaced by the checkpoint's) and
+                     ``optimizer`` its kind and hyper-parameters (a different ``lr`` is
+                     allowed: the way on after a divergence); batch_size, the training
+                     rows, seed, gradient, lr_schedule and early_stopping must be the
+                     run's too. iters/epochs are the whole run's length, so the same
+                     values end where the uninterrupted run would have, bitwise equal
+                     to it (see README "Resuming").
+
+    The History returned, and any exception that ends training, carry
+    ``.training_state``: what ``save_resumable`` writes.
 
     Raises ``TrainingDivergedError`` (a ValueError, with ``.iteration`` and
     ``.history``) if the loss or parameters become NaN/inf; the parameters are then
@@ -503,6 +584,9 @@ def train(
             raise ValueError("early_stopping watches the test loss: pass test=(x, t)")
     if not bool(all_finite(net.xp, net.params)):
         raise ValueError("the network's parameters contain NaN or inf before training")
+    point = None if resume is None else _resume_point(resume, net)
+    if point is not None and hasattr(optimizer, "reset"):
+        optimizer.reset()  # the step state's layout from init; its values are restored
     step = Step(net, optimizer, compile=compile, comm=comm, gradient=grad_fn)
 
     talk = progress and log is not None and (comm is None or comm.rank == 0)
@@ -527,7 +611,68 @@ def train(
     user = [cb for cb in user if cb is not guard]
     chain = [guard, Recorder(), schedule, stopping, Progress(say) if talk else None, *user]
     run.meta["exact_divergence_check"] = guard.checks_every_step(run)
-    return _run(run, [cb for cb in chain if cb is not None])
+    chain = [cb for cb in chain if cb is not None]
+    if point is not None:
+        where = f"resume={_shown(resume)}"
+        try:
+            resume_module.check(point.meta, run, lr_schedule)
+            resume_module.restore(run, chain, point)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        # the rate of the step before the resume point, as the schedule gives it: the
+        # checkpoint's when the base rate is the same (then the bits of the step
+        # state's rate are the checkpoint's too); a new base rate is the caller's wish
+        before = max(run.iteration - 1, 0)
+        lr = run.base_lr * (1.0 if schedule is None else schedule.factor(before))
+        same_base = run.base_lr == point.meta["settings"]["optimizer_params"].get("lr")
+        if same_base and (lr != point.meta["lr"] or not _same_lr_bits(run, point)):
+            raise ValueError(
+                f"{where}: the rate of step {run.iteration} was {point.meta['lr']!r} in the "
+                f"checkpoint's run, {lr!r} here: pass the same lr_schedule")
+        run.set_lr(lr)
+        say(f"resuming from iteration {run.iteration} of {total}")
+    return _run(run, chain)
+
+
+def _shown(resume) -> str:
+    return repr(os.fsdecode(os.fspath(resume))) if isinstance(
+        resume, (str, bytes, os.PathLike)) else type(resume).__name__
+
+
+def _resume_point(resume, net):
+    """The ``TrainingState`` held by ``resume`` (a path or an ``xpnn.Checkpoint``), its
+    architecture checked against ``net``'s."""
+    from ..io.checkpoint import Checkpoint, read_checkpoint
+
+    where = f"resume={_shown(resume)}"
+    if isinstance(resume, Checkpoint):
+        ckpt = resume
+    elif isinstance(resume, (str, bytes, os.PathLike)):
+        ckpt = read_checkpoint(resume, backend=net.xp, device=net.device)
+    else:
+        raise TypeError(f"resume must be a checkpoint path or an xpnn.Checkpoint, got "
+                        f"{type(resume).__name__}")
+    mine, theirs = net.to_config(), ckpt.net.to_config()
+    differ = [k for k in ("sizes", "activations", "loss", "dtype", "weight_decay")
+              if mine.get(k) != theirs.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: checkpoint {theirs.get(k)}, net {mine.get(k)}" for k in differ)
+        raise ValueError(f"{where}: the checkpoint was written by a different "
+                         f"architecture ({shown})")
+    meta = ckpt.extra_meta.get("resume")
+    if meta is None:
+        raise ValueError(f"{where}: the checkpoint holds no training state (written by "
+                         f"xpnn.save, not save_resumable); start a new run from its "
+                         f"parameters with xpnn.load")
+    return resume_module.TrainingState(ckpt.extra, meta)
+
+
+def _same_lr_bits(run, point) -> bool:
+    """Whether the step state's rate is the checkpoint's, bit for bit."""
+    from ..backend import to_numpy
+
+    saved = point.arrays.get(resume_module.STATE + "lr")
+    return saved is None or to_numpy(run.state["lr"]).tobytes() == np.asarray(saved).tobytes()
 
 
 def _user_callbacks(callbacks) -> list:
