@@ -804,7 +804,7 @@ def test_compile_with_numerical_gradients_trains(capsys, tmp_path):
                                                    "numerical", *extra))
         assert code == 0, err
     assert History.load_json(tmp_path / "c" / "history.json").meta["compile"] is True
-    a, b = (checkpoint.load(tmp_path / run / "model.npz") for run in ("c", "e"))
+    a, b = (checkpoint.load(tmp_path / run / "model.safetensors") for run in ("c", "e"))
     for key in a.params:
         np.testing.assert_array_equal(xpnn.to_numpy(a.params[key]), xpnn.to_numpy(b.params[key]))
 
