@@ -408,12 +408,14 @@ def assemble(net, parts: dict, params=None) -> dict:
     return grads
 
 
-def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None, params=None) -> dict:
-    """Central-difference gradient of every MLP parameter, batched (see module doc)."""
+def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None, params=None,
+                           workspace=None) -> dict:
+    """Central-difference gradient of every MLP parameter, batched (see module doc);
+    its stacks in ``workspace`` (default: a new one for this call)."""
     params = net.params if params is None else params
     cache = forward_cache(net, x, params)
     parts = {key: [] for key in params}
-    workspace = Workspace(net.xp)
+    workspace = Workspace(net.xp) if workspace is None else workspace
     for chunk in plan(net, x.shape[0], memory_budget):
         parts[chunk.key].append(
             chunk_gradient(net, x, T, chunk, h, cache, params, workspace))
@@ -431,22 +433,25 @@ def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
       ``compile_fn`` (``xpnn.backend.compile_step``: ``torch.compile``, fixed shapes,
       the start a 0-d tensor, so nothing retraces); the loop over chunks runs
       eagerly and is hidden from an enclosing ``torch.compile`` (a graph break).
-    * Anything else (NumPy, array-api-strict, CUDA): the eager gradient on a
-      ``Workspace``; on CUDA a compiled step captures it whole in its CUDA graph
-      (fixed shapes, no host synchronisation, the workspace allocated while warming
-      up).
+    * Anything else (NumPy, array-api-strict, CUDA): the eager gradient on one
+      ``Workspace`` kept by the function; on CUDA a compiled step captures it whole
+      in its CUDA graph (fixed shapes, no host synchronisation, the workspace
+      allocated while warming up).
 
     The values are those of ``mlp_numerical_gradient`` up to the compiler's rounding.
     """
     xp = net.xp
+    plans = {}
 
     def shapes(params, x):
         # the plan of this batch, by parameter: (key, width, number of chunks, size)
-        out = []
-        for key in params:
-            chunks = [c for c in plan(net, x.shape[0], memory_budget) if c.key == key]
-            out.append((key, chunks[0].width, len(chunks), chunks[-1].stop))
-        return out
+        rows = x.shape[0]
+        if rows not in plans:
+            chunks = plan(net, rows, memory_budget)
+            plans[rows] = [(key, mine[0].width, len(mine), mine[-1].stop)
+                           for key in params
+                           for mine in [[c for c in chunks if c.key == key]]]
+        return plans[rows]
 
     def differences(key, width, n, h):
         def fn(state, x, T, start):
@@ -493,7 +498,9 @@ def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
 
         return gradient
 
+    workspace = Workspace(xp)  # kept: a CUDA graph replays on the buffers it captured
+
     def gradient(params, x, T):
-        return mlp_numerical_gradient(net, x, T, h, memory_budget, params)
+        return mlp_numerical_gradient(net, x, T, h, memory_budget, params, workspace)
 
     return gradient
