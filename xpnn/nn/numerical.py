@@ -387,6 +387,8 @@ def chunk_gradient(net, x, T, chunk: Chunk, h: float, cache: Cache | None = None
     cache = forward_cache(net, x, params) if cache is None else cache
     n_el = chunk.stop - chunk.start
     width = chunk.width or n_el
+    if width < n_el:
+        raise ValueError(f"{chunk} is wider than its width")
     n = math.prod(params[chunk.key].shape)
     g = _chunk_losses(net, x, T, chunk.key, chunk.start, width, n, h, cache, params,
                       workspace)
