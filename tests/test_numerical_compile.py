@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import xpnn
-from xpnn.backend import available_backends, compile_step
+from xpnn.backend import available_backends
+from xpnn.compile import compile_step
 from xpnn.nn import numerical as N
 from xpnn.training import step as step_module
 from xpnn.training import train
@@ -187,13 +188,21 @@ def test_numerical_training_compiled_equals_eager(name):
 
 def test_numerical_training_in_a_cuda_graph_style_step(monkeypatch):
     """On CUDA a compiled step captures the eager numerical gradient whole over fixed
-    buffers (``_CudaGraphStep``). On the CPU: the graph-step buffer handling of
-    tests/test_graph_step.py, the network placed "off the host" so the device plan and
-    the eager-gradient branch are taken; equal to eager training bit for bit."""
-    from test_graph_step import ReplayedStep
+    buffers (``CudaGraphStep``). On the CPU: the graph-step buffer handling on a
+    ``FakeCapture``, as in tests/test_graph_step.py, the network placed "off the
+    host" so the device plan and the eager-gradient branch are taken; equal to eager
+    training bit for bit."""
+    from helpers import FakeCapture
 
-    monkeypatch.setattr(step_module, "compile_step",
-                        lambda fn, xp, device=None: (ReplayedStep(fn, "numpy"), True))
+    from xpnn.compile.cuda_graph import CudaGraphStep
+
+    captures = []
+
+    def compile_step(fn, xp, device=None, mode=None, matmul_hooks=()):
+        captures.append(FakeCapture("numpy"))
+        return CudaGraphStep(fn, captures[-1]), True
+
+    monkeypatch.setattr(step_module, "compile_step", compile_step)
     monkeypatch.setattr(N, "in_host_memory", lambda xp, device: False)
     data = _problem_data("numpy")
     runs = {}
@@ -203,6 +212,7 @@ def test_numerical_training_in_a_cuda_graph_style_step(monkeypatch):
         train(net, data, optimizer=xpnn.Momentum(lr=0.1), batch_size=8, iters=5,
               gradient="numerical", compile=compiled, seed=0, progress=False)
         runs[compiled] = host(net.params)
+    assert sum(c.events.count("end") for c in captures) == 1  # captured once
     for k in runs[False]:
         np.testing.assert_array_equal(runs[True][k], runs[False][k], err_msg=k)
 

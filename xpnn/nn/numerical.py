@@ -432,7 +432,7 @@ def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
       over their start offsets: jit it (``make_step(..., compile=True)`` jits the
       whole step around it) and each parameter's chunk function is traced once.
     * PyTorch on the CPU: each parameter's chunk function compiled once by
-      ``compile_fn`` (``xpnn.backend.compile_step``: ``torch.compile``, fixed shapes,
+      ``compile_fn`` (``xpnn.compile.compile_step``: ``torch.compile``, fixed shapes,
       the start a 0-d tensor, so nothing retraces); the loop over chunks runs
       eagerly and is hidden from an enclosing ``torch.compile`` (a graph break).
     * Anything else (NumPy, array-api-strict, CUDA): the eager gradient on one
