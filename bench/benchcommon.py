@@ -395,6 +395,7 @@ class SampledStep:
         net = self.net
         self.h = net.default_h()
         self._work = {}
+        self._workspace = xnum.Workspace(net.xp)  # as mlp_numerical_gradient keeps one
         for key, value in net.params.items():
             n = math.prod(value.shape)
             if self.method == "loop":
@@ -402,20 +403,18 @@ class SampledStep:
                 self._work[key] = picks
                 self.plan[key] = {"units": n, "timed": len(picks), "unit": "element"}
             else:
-                layer = int(key[1:]) - 1
-                budget = xnum._budget(net, None)
-                step = xnum._chunk_size(net, layer, self.x.shape[0], budget)
-                starts = list(range(0, n, step))
-                units = len(starts)
-                if self.per_tensor is not None and self.per_tensor < len(starts):
+                chunks = [c for c in xnum.plan(net, self.x.shape[0]) if c.key == key]
+                step = chunks[0].width
+                units = len(chunks)
+                if self.per_tensor is not None and self.per_tensor < len(chunks):
                     # whole chunks, as the real code runs them, spread over the tensor
                     # (never the last, possibly partial one); n / step of them in all
                     full = max(1, n // step)
-                    starts = [starts[i] for i in _spread(full, self.per_tensor)]
+                    chunks = [chunks[i] for i in _spread(full, self.per_tensor)]
                     units = n / step
-                self._work[key] = [(start, min(n, start + step)) for start in starts]
+                self._work[key] = chunks
                 self.plan[key] = {
-                    "units": units, "timed": len(starts), "unit": f"chunk of {step} (x2 signs)",
+                    "units": units, "timed": len(chunks), "unit": f"chunk of {step} (x2 signs)",
                     "elements": n,
                 }
 
@@ -444,8 +443,8 @@ class SampledStep:
     def _batched_tensor(self, key, cache):
         """xpnn.nn.numerical.chunk_gradient on the sampled chunks, as the real code runs it."""
         net, x, T, h = self.net, self.x, self.T, self.h
-        return [xnum.chunk_gradient(net, x, T, xnum.Chunk(key, start, stop), h, cache)
-                for start, stop in self._work[key]]
+        return [xnum.chunk_gradient(net, x, T, chunk, h, cache, workspace=self._workspace)
+                for chunk in self._work[key]]
 
     def __call__(self):
         net, sync = self.net, self.sync

@@ -796,12 +796,17 @@ def test_compile_flag_reaches_train(capsys, tmp_path, monkeypatch):
     assert calls == [True, False]
 
 
-def test_compile_with_numerical_gradients_is_a_clear_error(capsys, tmp_path):
-    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile", "--gradient",
-                                               "numerical"))
-    assert_one_line_error(code, err)
-    assert "--compile" in err and "--gradient numerical" in err
-    assert not (tmp_path / "o").exists()
+def test_compile_with_numerical_gradients_trains(capsys, tmp_path):
+    """--compile --gradient numerical (issue 15): the compiled numerical step; on NumPy
+    the same model as without --compile."""
+    for name, extra in (("c", ("--compile",)), ("e", ())):
+        code, _, err = run_cli(capsys, *moons_argv(tmp_path / name, "--gradient",
+                                                   "numerical", *extra))
+        assert code == 0, err
+    assert History.load_json(tmp_path / "c" / "history.json").meta["compile"] is True
+    a, b = (checkpoint.load(tmp_path / run / "model.safetensors") for run in ("c", "e"))
+    for key in a.params:
+        np.testing.assert_array_equal(xpnn.to_numpy(a.params[key]), xpnn.to_numpy(b.params[key]))
 
 
 def test_compile_trains_for_real(capsys, tmp_path):

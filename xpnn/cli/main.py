@@ -425,9 +425,6 @@ def _resolve_train_config(args) -> dict:
         raise CLIError("--h applies to --gradient numerical only")
     if args.classes is not None:
         _check_sign_language_classes(args.classes)
-    if args.compile and args.gradient != "backprop":
-        raise CLIError("--compile compiles the backprop step; it does not apply to "
-                       "--gradient numerical")
     return cfg
 
 

@@ -88,27 +88,30 @@ class SoftmaxCrossEntropy(_LogitLoss):
         e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
         return e / xp.sum(e, axis=-1, keepdims=True)
 
-    def value(self, z, T, row_max=None):
+    def value(self, z, T, row_max=None, scratch=None):
         """Loss of z (N, C) or of each z[p] in a stack (P, N, C).
 
         ``row_max`` (..., N), if given, replaces max(z, axis=-1) as the log-sum-exp
         shift; any value within a few hundred of the true maximum is exact, and the
-        batched numerical gradient passes one it knows, saving a reduction.
+        batched numerical gradient passes one it knows, saving a reduction. With
+        ``scratch`` (an ``xpnn.nn.numerical.Workspace`` holding z) the shifted stack
+        and its exponential overwrite z; the values are the same.
         """
         xp = self.xp
         n, c = z.shape[-2], z.shape[-1]
         m = xp.max(z, axis=-1, keepdims=True) if row_max is None else row_max[..., None]
-        s = z - m
+        s = z - m if scratch is None else scratch("subtract", z, m)
         # sums over the short class axis as products with ones: one BLAS call, not a
         # strided reduction per row
         ones_c = xp.ones((c,), dtype=z.dtype, device=device_of(z))
         ones_n = xp.ones((n,), dtype=z.dtype, device=device_of(z))
-        lse = xp.log(xp.exp(s) @ ones_c)  # log-sum-exp of each shifted row, (..., N)
         if z.ndim == 2:
             target = xp.sum(s * T)
         else:
             stack = xp.reshape(s, (math.prod(z.shape[:-2]), n * c))
             target = xp.reshape(stack @ xp.reshape(T, (n * c,)), z.shape[:-2])
+        e = xp.exp(s) if scratch is None else scratch("exp", s)
+        lse = xp.log(e @ ones_c)  # log-sum-exp of each shifted row, (..., N)
         return (lse @ ones_n - target) / n
 
     def accuracy(self, z, T):
@@ -173,7 +176,7 @@ class BinaryCrossEntropy(_LogitLoss):
         e = xp.exp(-xp.abs(z))
         return xp.where(z >= self.zero, 1.0 / (1.0 + e), e / (1.0 + e))
 
-    def value(self, z, T, row_max=None):
+    def value(self, z, T, row_max=None, scratch=None):
         xp = self.xp
         per = xp.maximum(z, self.zero) - z * T + xp.log1p(xp.exp(-xp.abs(z)))
         return xp.sum(per, axis=(-2, -1)) / z.shape[-2]
@@ -207,7 +210,7 @@ class MeanSquaredError(Loss):
     def output(self, z):
         return z
 
-    def value(self, z, T, row_max=None):
+    def value(self, z, T, row_max=None, scratch=None):
         d = z - T
         return self.xp.sum(d * d, axis=(-2, -1)) / (T.shape[0] * T.shape[1])
 

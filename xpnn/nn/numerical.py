@@ -17,9 +17,15 @@ every parameter of an MLP, but evaluates many perturbed losses at once. Perturbi
 
 A bias ``b_l[j]`` is the same with ``x_{l-1}[:, i]`` replaced by ones. The
 weight-decay term's central difference is exactly ``weight_decay * W``, so it is
-added in closed form. Chunks of perturbations are sized by a memory budget.
+added in closed form.
 
-The work is a deterministic list of chunks (``plan``); each chunk's central
+The work is a deterministic list of chunks (``plan``, a pure function of the layer
+sizes, the batch rows, the item size and a memory budget: a few MiB of cache on the
+CPU, a fraction of the free memory on an accelerator). All chunks of one parameter
+have one width (the last is padded and its padding dropped), so every chunk of a
+parameter evaluates stacks of one shape: eagerly they are built in one reused
+``Workspace`` (in place where arrays can be written), and a compiler traces one
+chunk function per parameter (``compiled_gradient``). Each chunk's central
 differences come from ``chunk_gradient`` and ``assemble`` puts them together, so
 the chunks can be farmed out to other processes or machines (``xpnn.dist``) with
 the same result, to rounding.
@@ -34,7 +40,7 @@ from typing import NamedTuple
 
 import array_api_compat
 
-from ..backend import device_of, free_memory, in_host_memory
+from ..backend import backend_name, device_of, free_memory, in_host_memory
 from . import functional as F
 
 __all__ = [
@@ -43,13 +49,17 @@ __all__ = [
     "StepTooSmallWarning",
     "assemble",
     "check_finite",
+    "Workspace",
     "check_h",
+    "chunk_budget",
     "chunk_gradient",
+    "compiled_gradient",
     "forward_cache",
     "mlp_numerical_gradient",
     "numerical_gradient",
     "perturbed_losses",
     "plan",
+    "plan_chunks",
 ]
 
 #: default bytes of scratch memory for one chunk of perturbations. Small on the CPU on
@@ -58,6 +68,11 @@ __all__ = [
 #: 784-150-150-150-10 takes 22 s per gradient at 2 MiB against 36 s at the former 16 MiB).
 DEFAULT_MEMORY_BUDGET = {"numpy": 2 * 2**20, "torch": 4 * 2**20, "array_api_strict": 2 * 2**20}
 
+#: on an accelerator a chunk may use this fraction of the device's free memory, at
+#: most DEVICE_BUDGET_MAX bytes (DEVICE_BUDGET_UNKNOWN when the backend cannot tell)
+DEVICE_FRACTION = 0.25
+DEVICE_BUDGET_MAX = 4 * 2**30
+DEVICE_BUDGET_UNKNOWN = 256 * 2**20
 
 
 class StepTooSmallWarning(UserWarning):
@@ -65,11 +80,14 @@ class StepTooSmallWarning(UserWarning):
 
 
 class Chunk(NamedTuple):
-    """Elements ``start:stop`` of the flattened parameter ``key``."""
+    """Elements ``start:stop`` of the flattened parameter ``key``, evaluated as a stack
+    of ``width`` perturbations (``start:start + width``, the ones past the parameter's
+    end repeating its last element and dropped); ``width`` 0 means ``stop - start``."""
 
     key: str
     start: int
     stop: int
+    width: int = 0
 
 
 class Cache(NamedTuple):
@@ -151,34 +169,111 @@ def _budget(net, memory_budget) -> int:
         return int(memory_budget)
     if net._numerical_budget is None:  # found once per net: a GPU query is not free
         if in_host_memory(net.xp, net.device):
-            net._numerical_budget = DEFAULT_MEMORY_BUDGET.get(net.backend, 2 * 2**20)
+            net._numerical_budget = chunk_budget(net.backend, True)
         else:
             net._numerical_budget = _device_budget(net)
     return net._numerical_budget
 
 
 def _device_budget(net) -> int:
-    """A quarter of the device's free memory, at most 4 GiB (256 MiB when unknown)."""
-    free = free_memory(net.xp, net.device)
-    return 256 * 2**20 if not free else int(min(free // 4, 4 * 2**30))
+    """``chunk_budget`` of the network's device, from its free memory now."""
+    return chunk_budget(net.backend, False, free_memory(net.xp, net.device))
 
 
-def forward_cache(net, x) -> Cache:
-    """The shared unperturbed pass of ``x``, from the network's own forward."""
-    logits, cache = F.forward(net.arch, net.params, x, keep_pre=True)
+def chunk_budget(backend: str, host: bool, free: int | None = None) -> int:
+    """Bytes one chunk may use: in host memory the CPU budget of ``backend``
+    (``DEFAULT_MEMORY_BUDGET``: chunks that stay in cache); on an accelerator
+    ``DEVICE_FRACTION`` of ``free`` bytes, at most ``DEVICE_BUDGET_MAX``
+    (``DEVICE_BUDGET_UNKNOWN`` when ``free`` is None or 0). Pure."""
+    if host:
+        return DEFAULT_MEMORY_BUDGET.get(backend, 2 * 2**20)
+    if not free:
+        return DEVICE_BUDGET_UNKNOWN
+    return int(min(free * DEVICE_FRACTION, DEVICE_BUDGET_MAX))
+
+
+def forward_cache(net, x, params=None) -> Cache:
+    """The shared unperturbed pass of ``x``, from the network's own forward (at
+    ``params``, default the network's)."""
+    params = net.params if params is None else params
+    logits, cache = F.forward(net.arch, params, x, keep_pre=True)
     return Cache(tuple(c[0] for c in cache), tuple(c[1] for c in cache),
                  net.xp.max(logits, axis=1))
 
 
-def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
+class Workspace:
+    """Scratch stacks kept from one chunk to the next: ``ws(op, *args)`` is
+    ``xp.<op>(*args)`` (an elementwise function: add, subtract, multiply, exp),
+    written into a preallocated buffer of the result's shape and dtype where the
+    backend's arrays can be written (NumPy, CuPy, PyTorch: the ``out=`` of their own
+    functions), else the plain call (JAX, array-api-strict, anything unknown). All
+    chunks of a parameter have one width, so they reuse one buffer; per-chunk
+    (P, N, d) temporaries made glibc map, fault in and hand back about 1 MB per
+    chunk (~480,000 page faults per seed-net gradient).
+
+    One buffer per shape: a result may overwrite an argument that is that buffer
+    (``ws("exp", s)`` with ``s`` from ``ws``), never one another call still needs.
+    """
+
+    def __init__(self, xp):
+        self.xp = xp
+        name = backend_name(xp)
+        self._lib = None
+        if name in ("numpy", "cupy", "torch"):
+            self._lib = __import__(name)
+        self._buffers = {}
+
+    @property
+    def writes_in_place(self) -> bool:
+        return self._lib is not None
+
+    def __call__(self, op: str, *args):
+        if self._lib is None:
+            return getattr(self.xp, op)(*args)
+        shapes = [tuple(a.shape) for a in args if hasattr(a, "shape")]
+        shape = _broadcast_shapes(shapes)
+        dtype = args[0].dtype
+        key = (shape, dtype)
+        out = self._buffers.get(key)
+        if out is None:
+            out = self._buffers[key] = self.xp.empty(shape, dtype=dtype,
+                                                     device=device_of(args[0]))
+        getattr(self._lib, op)(*args, out=out)
+        return out
+
+
+def _broadcast_shapes(shapes) -> tuple:
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for dims in zip(*[(1,) * (ndim - len(s)) + tuple(s) for s in shapes], strict=True):
+        sizes = {d for d in dims if d != 1}
+        if len(sizes) > 1:
+            raise ValueError(f"shapes {shapes} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
+def _rank1_update(base, left, right, ws):
+    """``base[None] + left[:, :, None] * right[:, None, :]``: (P, N) x (P, d) onto
+    (N, d), in the workspace's buffer when given."""
+    if ws is None:
+        return base[None, :, :] + left[:, :, None] * right[:, None, :]
+    z = ws("multiply", left[:, :, None], right[:, None, :])
+    return ws("add", z, base[None, :, :])
+
+
+def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None, params=None,
+                     workspace=None):
     """Data losses (no weight decay) with ``params[key].flat[flat_index[p]] += deltas[p]``.
 
     ``flat_index`` (P,) integer array and ``deltas`` (P,) floats on the network's
-    device. Returns (P,). Each value is computed exactly (up to rounding) from the
-    shared unperturbed forward in ``cache``.
+    device; ``params`` default the network's. Returns (P,). Each value is computed
+    exactly (up to rounding) from the shared unperturbed forward in ``cache``; a
+    ``Workspace`` holds the (P, N, d) stacks when given.
     """
     xp = net.xp
-    cache = forward_cache(net, x) if cache is None else cache
+    params = net.params if params is None else params
+    cache = forward_cache(net, x, params) if cache is None else cache
     layer = int(key[1:]) - 1
     width = net.sizes[layer + 1]
     a = cache.pre[layer]  # (N, width)
@@ -194,67 +289,119 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None):
         onehot = xp.astype(
             cols[:, None] == xp.arange(width, device=device_of(a))[None, :], a.dtype
         )
-        logits = a[None, :, :] + shift[:, :, None] * onehot[:, None, :]
-        return net.loss_fn.value(logits, T, row_max=cache.row_max[None, :] + xp.abs(shift))
+        logits = _rank1_update(a, shift, onehot, workspace)
+        return _stack_loss(net, logits, T, cache.row_max[None, :] + xp.abs(shift),
+                           workspace)
     act = net.arch.activations[layer]
     col = xp.take(a, cols, axis=1).T  # (P, N) unperturbed column of a_l
     dz = act.function(col + shift) - act.function(col)  # change of that column of z_l
-    W_next = net.params[f"W{layer + 2}"]
+    W_next = params[f"W{layer + 2}"]
     w_rows = xp.take(W_next, cols, axis=0)  # (P, d_next)
-    a_next = cache.pre[layer + 1][None, :, :] + dz[:, :, None] * w_rows[:, None, :]
+    a_next = _rank1_update(cache.pre[layer + 1], dz, w_rows, workspace)
     if layer + 1 == net.n_layers - 1:  # a_next are the logits: bound their row maximum
         bound = xp.max(xp.abs(w_rows), axis=1)  # (P,)
         row_max = cache.row_max[None, :] + xp.abs(dz) * bound[:, None]
-        return net.loss_fn.value(a_next, T, row_max=row_max)
-    return net.loss_fn.value(F.logits_from(net.arch, net.params, a_next, layer + 1), T)
+        return _stack_loss(net, a_next, T, row_max, workspace)
+    return net.loss_fn.value(F.logits_from(net.arch, params, a_next, layer + 1), T)
 
 
-def _chunk_size(net, layer: int, n_rows: int, budget: int) -> int:
+def _stack_loss(net, z, T, row_max, workspace):
+    """The loss of each stacked z[p]; z may be overwritten when it is the workspace's."""
+    if workspace is None:
+        return net.loss_fn.value(z, T, row_max=row_max)
+    return net.loss_fn.value(z, T, row_max=row_max, scratch=workspace)
+
+
+def _perturbation_bytes(sizes, layer: int, n_rows: int, itemsize: int) -> int:
     # Perturbing layer ``layer`` materialises one column of its pre-activation, (P, N),
     # and full (P, N, d) stacks only for the layers above it (sizes[layer + 2:]); the
     # last layer's perturbations build (P, N, n_out) logits. Sizing chunks by the
     # perturbed layer's own width made them up to 100x too small (784-1024-10: 3
     # perturbations per chunk instead of 43) and the Python loop dominated (15 s per
     # gradient instead of 6 s).
-    above = net.sizes[layer + 2 :] if layer + 1 < net.n_layers else net.sizes[-1:]
-    widest = max(above)
+    n_layers = len(sizes) - 1
+    above = sizes[layer + 2 :] if layer + 1 < n_layers else sizes[-1:]
+    # a few live (N, d) temporaries, for each of the two signs
+    return 2 * 6 * n_rows * max(above) * itemsize
+
+
+def _chunk_size(net, layer: int, n_rows: int, budget: int) -> int:
+    """Perturbations per chunk of layer ``layer``'s parameters under ``budget``."""
     itemsize = 8 if net.dtype == net.xp.float64 else 4
-    per_perturbation = 6 * n_rows * widest * itemsize  # a few live (N, d) temporaries
-    return max(1, budget // (2 * per_perturbation))
+    return max(1, budget // _perturbation_bytes(net.sizes, layer, n_rows, itemsize))
 
 
+def _param_sizes(sizes) -> list[tuple[str, int]]:
+    """(key, element count) of every parameter of an MLP of ``sizes``, in order."""
+    out = []
+    for i in range(1, len(sizes)):
+        out += [(f"W{i}", sizes[i - 1] * sizes[i]), (f"b{i}", sizes[i])]
+    return out
 
-def plan(net, n_rows: int, memory_budget=None) -> list[Chunk]:
-    """The chunks of one numerical gradient over a batch of ``n_rows``, in order: every
-    parameter element once, each chunk sized to the memory budget. Deterministic."""
-    budget = _budget(net, memory_budget)
+
+def plan_chunks(sizes, n_rows: int, itemsize: int, budget: int) -> list[Chunk]:
+    """The chunks of one numerical gradient of an MLP of layer ``sizes`` over a batch of
+    ``n_rows`` in ``itemsize``-byte floats, under ``budget`` bytes per chunk: every
+    parameter element once, in order; all chunks of a parameter of one width (the
+    fewest chunks the budget allows, balanced so the last one's padding is less than
+    one per chunk), each within the budget unless a single perturbation exceeds it.
+    A pure function of its arguments."""
     chunks = []
-    for key, value in net.params.items():
-        n = math.prod(value.shape)
-        step = _chunk_size(net, int(key[1:]) - 1, n_rows, budget)
-        chunks += [Chunk(key, start, min(n, start + step)) for start in range(0, n, step)]
+    for key, n in _param_sizes(sizes):
+        layer = int(key[1:]) - 1
+        most = max(1, budget // _perturbation_bytes(sizes, layer, n_rows, itemsize))
+        count = -(-n // most)
+        width = -(-n // count)
+        chunks += [Chunk(key, start, min(n, start + width), width)
+                   for start in range(0, n, width)]
     return chunks
 
 
-def chunk_gradient(net, x, T, chunk: Chunk, h: float, cache: Cache | None = None):
-    """Central differences of the data loss (no weight decay) for the elements of one
-    chunk: (stop - start,)."""
+def plan(net, n_rows: int, memory_budget=None) -> list[Chunk]:
+    """The chunks of one numerical gradient of ``net`` over a batch of ``n_rows``
+    (``plan_chunks``), under ``memory_budget`` bytes per chunk (default
+    ``chunk_budget`` of the network's device, found once). Deterministic."""
+    itemsize = 8 if net.dtype == net.xp.float64 else 4
+    return plan_chunks(net.sizes, n_rows, itemsize, _budget(net, memory_budget))
+
+
+def _chunk_losses(net, x, T, key, start, width, n, h, cache, params, workspace):
+    """Central differences of the data loss for elements ``start + arange(width)`` of
+    the flattened parameter ``key`` (of ``n`` elements; indices past the end repeat
+    the last one): (width,). ``start`` an int or a 0-d integer array (traced)."""
     xp = net.xp
     dev = device_of(x)
-    n = chunk.stop - chunk.start
-    idx = xp.arange(chunk.start, chunk.stop, device=dev)
-    deltas = xp.concat([xp.full((n,), h, dtype=net.dtype, device=dev),
-                        xp.full((n,), -h, dtype=net.dtype, device=dev)])
-    losses = perturbed_losses(net, x, T, chunk.key, xp.concat([idx, idx]), deltas, cache)
-    return (losses[:n] - losses[n:]) / (2 * h)
+    idx = xp.clip(xp.arange(width, device=dev) + start, None, n - 1)
+    deltas = xp.concat([xp.full((width,), h, dtype=net.dtype, device=dev),
+                        xp.full((width,), -h, dtype=net.dtype, device=dev)])
+    losses = perturbed_losses(net, x, T, key, xp.concat([idx, idx]), deltas, cache, params,
+                              workspace)
+    return (losses[:width] - losses[width:]) / (2 * h)
 
 
-def assemble(net, parts: dict) -> dict:
+def chunk_gradient(net, x, T, chunk: Chunk, h: float, cache: Cache | None = None,
+                   params=None, workspace=None):
+    """Central differences of the data loss (no weight decay) for the elements of one
+    chunk: (stop - start,)."""
+    params = net.params if params is None else params
+    cache = forward_cache(net, x, params) if cache is None else cache
+    n_el = chunk.stop - chunk.start
+    width = chunk.width or n_el
+    if width < n_el:
+        raise ValueError(f"{chunk} is wider than its width")
+    n = math.prod(params[chunk.key].shape)
+    g = _chunk_losses(net, x, T, chunk.key, chunk.start, width, n, h, cache, params,
+                      workspace)
+    return g if width == n_el else g[:n_el]
+
+
+def assemble(net, parts: dict, params=None) -> dict:
     """The gradient dict from ``parts`` = {key: [chunk results in plan order]}, with the
     weight-decay term's exact central difference, weight_decay * W, added."""
     xp = net.xp
+    params = net.params if params is None else params
     grads = {}
-    for key, value in net.params.items():
+    for key, value in params.items():
         pieces = parts[key]
         g = xp.reshape(xp.concat(pieces) if len(pieces) > 1 else pieces[0], value.shape)
         if key[0] == "W" and net.weight_decay:
@@ -263,10 +410,99 @@ def assemble(net, parts: dict) -> dict:
     return grads
 
 
-def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None) -> dict:
-    """Central-difference gradient of every MLP parameter, batched (see module doc)."""
-    cache = forward_cache(net, x)
-    parts = {key: [] for key in net.params}
+def mlp_numerical_gradient(net, x, T, h: float, memory_budget=None, params=None,
+                           workspace=None) -> dict:
+    """Central-difference gradient of every MLP parameter, batched (see module doc);
+    its stacks in ``workspace`` (default: a new one for this call)."""
+    params = net.params if params is None else params
+    cache = forward_cache(net, x, params)
+    parts = {key: [] for key in params}
+    workspace = Workspace(net.xp) if workspace is None else workspace
     for chunk in plan(net, x.shape[0], memory_budget):
-        parts[chunk.key].append(chunk_gradient(net, x, T, chunk, h, cache))
-    return assemble(net, parts)
+        parts[chunk.key].append(
+            chunk_gradient(net, x, T, chunk, h, cache, params, workspace))
+    return assemble(net, parts, params)
+
+
+def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
+    """``grad(params, x, T)``: the batched numerical gradient in the form the backend's
+    compiler takes, every chunk of a parameter one call of one fixed-shape function.
+
+    * JAX: a pure function whose chunks of a parameter run as one ``jax.lax.map``
+      over their start offsets: jit it (``make_step(..., compile=True)`` jits the
+      whole step around it) and each parameter's chunk function is traced once.
+    * PyTorch on the CPU: each parameter's chunk function compiled once by
+      ``compile_fn`` (``xpnn.compile.compile_step``: ``torch.compile``, fixed shapes,
+      the start a 0-d tensor, so nothing retraces); the loop over chunks runs
+      eagerly and is hidden from an enclosing ``torch.compile`` (a graph break).
+    * Anything else (NumPy, array-api-strict, CUDA): the eager gradient on one
+      ``Workspace`` kept by the function; on CUDA a compiled step captures it whole
+      in its CUDA graph (fixed shapes, no host synchronisation, the workspace
+      allocated while warming up).
+
+    The values are those of ``mlp_numerical_gradient`` up to the compiler's rounding.
+    """
+    xp = net.xp
+    plans = {}
+
+    def shapes(params, x):
+        # the plan of this batch, by parameter: (key, width, number of chunks, size)
+        rows = x.shape[0]
+        if rows not in plans:
+            chunks = plan(net, rows, memory_budget)
+            plans[rows] = [(key, mine[0].width, len(mine), mine[-1].stop)
+                           for key in params
+                           for mine in [[c for c in chunks if c.key == key]]]
+        return plans[rows]
+
+    def differences(key, width, n, h):
+        def fn(state, x, T, start):
+            params, cache = state
+            return _chunk_losses(net, x, T, key, start, width, n, h, cache, params, None)
+        return fn
+
+    if net.backend == "jax":
+        import jax
+
+        def gradient(params, x, T):
+            cache = forward_cache(net, x, params)
+            parts = {}
+            for key, width, count, n in shapes(params, x):
+                fn = differences(key, width, n, h)
+                starts = xp.arange(count, device=device_of(x)) * width
+                out = jax.lax.map(lambda start, fn=fn: fn((params, cache), x, T, start),
+                                  starts)
+                parts[key] = [xp.reshape(out, (-1,))[:n]]
+            return assemble(net, parts, params)
+
+        return gradient
+
+    if net.backend == "torch" and in_host_memory(xp, net.device) and compile_fn is not None:
+        import torch
+
+        compiled = {}
+
+        @torch.compiler.disable
+        def gradient(params, x, T):
+            cache = forward_cache(net, x, params)
+            parts = {}
+            for key, width, count, n in shapes(params, x):
+                fn = compiled.get((key, width, n))
+                if fn is None:
+                    fn = compiled[(key, width, n)] = compile_fn(
+                        differences(key, width, n, h), xp, net.device)[0]
+                pieces = [fn((params, cache), x, T,
+                             xp.asarray(k * width, device=device_of(x)))
+                          for k in range(count)]
+                g = xp.concat(pieces) if count > 1 else pieces[0]
+                parts[key] = [g[:n]]
+            return assemble(net, parts, params)
+
+        return gradient
+
+    workspace = Workspace(xp)  # kept: a CUDA graph replays on the buffers it captured
+
+    def gradient(params, x, T):
+        return mlp_numerical_gradient(net, x, T, h, memory_budget, params, workspace)
+
+    return gradient

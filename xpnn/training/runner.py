@@ -499,9 +499,11 @@ def train(
     eval_batch_size  rows per chunk when evaluating the full sets
     log              where messages go (default print)
     compile          compile the step for the backend (``xpnn.compile.compile_step``:
-                     jax.jit, torch.compile, CUDA graphs); needs backprop and an
-                     ``xpnn.optim`` optimiser. True, or on CUDA a mode: "graph" (the
-                     default there) or "reduce-overhead" (PyTorch's torch.compile mode)
+                     jax.jit, torch.compile, CUDA graphs); needs an ``xpnn.optim``
+                     optimiser. True, or on CUDA a mode: "graph" (the default there)
+                     or "reduce-overhead" (PyTorch's torch.compile mode). With
+                     gradient='numerical' the batched gradient is compiled too
+                     (``xpnn.nn.numerical.compiled_gradient``), not with an executor
     comm             None (one process) or a communicator (see the module docstring)
     executor         gradient='numerical' only: a concurrent.futures.Executor, a Dask
                      Client, or an xpnn.dist communicator (every rank calling) that
@@ -568,10 +570,8 @@ def train(
                              "to gradient='numerical'")
         grad_fn = None
     elif gradient == "numerical":
-        if compile:
-            raise ValueError("compile=True needs gradient='backprop'")
         h = check_h(net, h)
-        grad_fn = numerical_gradient_fn(net, h, executor)
+        grad_fn = numerical_gradient_fn(net, h, executor, compile=compile)
     else:
         raise ValueError(f"gradient must be 'backprop' or 'numerical', not {gradient!r}")
 

@@ -80,9 +80,19 @@ def _with_params(net, method):
     return gradient
 
 
-def numerical_gradient_fn(net, h: float, executor=None):
+def numerical_gradient_fn(net, h: float, executor=None, compile=False):
     """(params, x, T) -> the batched central-difference gradient with step ``h`` (its
-    chunks computed on ``executor``'s workers when given)."""
+    chunks computed on ``executor``'s workers when given). With ``compile`` a pure
+    function of params in the form the backend's compiler takes
+    (``xpnn.nn.numerical.compiled_gradient``, through ``compile_step``), for a step
+    made with ``compile=True``."""
+    if compile:
+        if executor is not None:
+            raise ValueError("compile=True with an executor is not supported: the chunks "
+                             "run on other workers, outside the compiled step")
+        from ..nn.numerical import compiled_gradient
+
+        return compiled_gradient(net, h, compile_step)
     return _with_params(
         net, lambda x, T: net.numerical_gradient_prepared(x, T, h, executor=executor))
 
