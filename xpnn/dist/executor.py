@@ -131,9 +131,12 @@ def keep_freed_memory() -> bool:
     (M_TRIM_THRESHOLD 256 MiB, M_MMAP_THRESHOLD 32 MiB); True if it took effect.
 
     By default glibc trims the heap top whenever more than ~128 KiB-2x the largest
-    freed block is free, so each chunk's temporaries are faulted in afresh: measured on
-    the seed net (784-50-10, float64, batch 100), one core: ~440,000 minor page faults
-    and 1.2-1.9 s CPU per gradient, against 0 faults and 0.41 s with this setting. Dask
+    freed block is free. The batched numerical gradient no longer depends on this (its
+    chunks write into one reused workspace: on the seed net, 784-50-10 float64 batch
+    100, a fresh process's direct call faults in ~460 pages, not ~490,000, see
+    bench/results/numgrad-fresh-20261204.json); the setting still spares the other
+    per-chunk temporaries of worker processes (pickled payloads, deeper layers'
+    stacks), where it costs nothing. Dask
     workers are worse off: they start with MALLOC_TRIM_THRESHOLD_=65536, which also
     fixes the mmap threshold at 128 KiB. Applied in processes that exist to compute
     chunks only: executor workers, and the ranks of a multi-process ``Comm`` (MPI or
