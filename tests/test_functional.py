@@ -173,9 +173,11 @@ def test_memory_budget_must_be_a_number(backend):
         net.numerical_gradient(x, t, memory_budget=float("nan"))
 
 
-def test_tiny_h_warns_in_numerical_gradient(backend):
+def test_tiny_h_is_refused_in_numerical_gradient(backend):
+    """Issue 16 item 13: a step below sqrt(eps) is an error everywhere (it warned here,
+    and h=1e-300 returned zeros)."""
     net, x, t = problem(backend, [3, 2])
-    with pytest.warns(N.StepTooSmallWarning, match="sqrt"):
+    with pytest.raises(ValueError, match="sqrt"):
         net.numerical_gradient(x, t, h=1e-12)
 
 

@@ -6,8 +6,13 @@ from __future__ import annotations
 import math
 
 import array_api_compat
+import numpy as np
 
 from .backend import backend_name, device_of, dtype_name
+
+#: NumPy array subclasses whose semantics xpnn cannot keep: a masked array's mask would
+#: be ignored (its masked entries used as data) and a matrix's * is a matrix product
+_REFUSED_SUBCLASSES = (np.ma.MaskedArray, np.matrix)
 
 
 def _detached(a):
@@ -22,6 +27,12 @@ def _detached(a):
 def check_array(xp, device, a, what: str):
     """``a`` must be an array of backend ``xp`` on ``device``; returns it detached from
     any autograd graph."""
+    if isinstance(a, _REFUSED_SUBCLASSES):
+        raise TypeError(
+            f"{what} is a {type(a).__module__}.{type(a).__name__}, whose mask or matrix "
+            f"semantics xpnn would not honour; pass a plain array (a masked array: drop "
+            f"the masked rows, or {what}.filled(value); a matrix: numpy.asarray({what}))"
+        )
     if not array_api_compat.is_array_api_obj(a) or isinstance(a, (int, float, bool)):
         raise TypeError(
             f"{what} must be an array of the network's backend ({backend_name(xp)}), "

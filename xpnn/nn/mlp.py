@@ -4,10 +4,11 @@ every array-API backend."""
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
-from .._validation import check_inputs, prepare_targets
+from .._validation import check_array, check_inputs, prepare_targets
 from ..backend import (
     backend_name,
     device_name,
@@ -21,6 +22,7 @@ from ..backend import (
 from . import config as _config
 from . import functional as F
 from . import numerical as _numerical
+from .finite import NonFiniteError, locate, require_finite
 from .layers import Affine, check_activation, make_activation
 from .losses import LOSSES, check_loss, make_loss
 
@@ -50,6 +52,25 @@ def _check_activations(activation, n_hidden: int) -> list[str]:
             f"or one per hidden layer"
         )
     return [check_activation(n) for n in names]
+
+
+def _check_parameter(net, key: str, value):
+    """One entry of ``net.params``: an array of the network's backend, device, dtype and
+    the architecture's shape, or an error naming it; returned detached from any
+    autograd graph (a torch Parameter would otherwise chain every update onto one
+    growing graph)."""
+    what = f"params[{key!r}]"
+    value = check_array(net.xp, net.device, value, what)
+    if value.dtype != net.dtype:
+        raise TypeError(
+            f"{what} has dtype {value.dtype} but the network is {net.dtype_name}; convert it with "
+            f"xpnn.asarray({what}, backend={net.backend!r}, dtype={net.dtype_name!r})"
+        )
+    want = net._shapes[key]
+    if tuple(value.shape) != want:
+        raise ValueError(f"{what} has shape {tuple(value.shape)}, but the architecture "
+                         f"{net.sizes} needs {want}")
+    return value
 
 
 def _host_rng(seed):
@@ -115,6 +136,10 @@ class MLP:
         init = _config.check_weight_init(weight_init, "weight_init", TypeError)
         stds = [_init_std(init, n_in) for n_in in self.sizes[:-1]]
         self.weight_init = weight_init
+        n = _config.n_params(self.sizes)
+        if n * 8 > sys.maxsize:  # NumPy's "array is too big" otherwise, sizes not named
+            raise MemoryError(f"{self._too_big()}: {n * 8:.3g} bytes is more than any "
+                              f"machine can address")
 
         self.xp = get_namespace(backend)
         self.backend = backend_name(self.xp)
@@ -146,12 +171,14 @@ class MLP:
         )
         self.n_layers = len(self.sizes) - 1
         self._numerical_budget = None  # bytes per numerical-gradient chunk, found once
+        self._shapes = _config.param_shapes({"sizes": self.sizes})
+        self._params_seen = {}  # the entries of params last checked (see check_params)
 
     def _too_big(self) -> str:
         n = _config.n_params(self.sizes)
         return (f"not enough memory for sizes {self.sizes}: {n:,} parameters, "
-                f"{n * 8 / 2**30:.3g} GiB while drawing them in float64 on the host; "
-                f"use smaller layer widths")
+                f"{n * 8 / 2**30:.3g} GiB ({n * 8:,} bytes) while drawing them in float64 "
+                f"on the host; use smaller layer widths")
 
     def _initial_params(self, stds, seed) -> dict:
         rng = _host_rng(seed)
@@ -252,28 +279,74 @@ class MLP:
             self.xp, self.device, self.dtype, self.loss_fn, self.sizes[-1], t, n_rows
         )
 
+    def check_params(self) -> dict:
+        """``net.params``, checked against the network: exactly the keys W1, b1, ...,
+        each an array of the network's backend, device, dtype and shape (else an error
+        naming the parameter); a torch tensor that requires grad is replaced by its
+        detached self (xpnn computes its own gradients; an autograd graph would grow
+        with every update). O(number of parameters) and cached by identity: entries
+        already checked are not looked at again. Every public method calls it."""
+        params = self.params
+        seen = self._params_seen
+        if (type(params) is dict and len(params) == len(seen)
+                and all(params.get(k) is v for k, v in seen.items())):
+            return params
+        if not isinstance(params, dict):
+            raise TypeError(f"net.params must be a dict of arrays, got "
+                            f"{type(params).__name__}")
+        missing = [k for k in self._shapes if k not in params]
+        extra = [repr(k) for k in params if k not in self._shapes]
+        if missing or extra:
+            raise ValueError(
+                f"net.params does not match the architecture {self.sizes}: "
+                + _config.mismatch(missing, ", ".join(extra)))
+        checked = {}
+        for key in params:
+            value = params[key]
+            if seen.get(key) is not value:
+                value = _check_parameter(self, key, value)
+                if value is not params[key]:
+                    params[key] = value  # detached
+            checked[key] = value
+        self._params_seen = checked
+        return params
+
+    def _finite(self, value, params, x, T=None, what="output"):
+        """``value`` (one reduction), or NonFiniteError naming the block that overflowed."""
+        return require_finite(self.arch, params, x, value, T, what)
+
     def predict(self, x):
         """Output probabilities (softmax or sigmoid), raw values for mse: (N, n_out)."""
-        return F.predict(self.arch, self.params, self.check_x(x))
+        x = self.check_x(x)
+        params = self.check_params()
+        return self._finite(F.predict(self.arch, params, x), params, x)
 
     def predict_labels(self, x):
         """Predicted class labels, an integer array (N,): the most probable class for
         softmax_cross_entropy, 1 where the probability exceeds 0.5 (else 0) for
         binary_cross_entropy; the rule ``accuracy`` scores. ValueError for mse (a
         regression: use ``predict``)."""
-        return F.predict_labels(self.arch, self.params, self.check_x(x))
+        x = self.check_x(x)
+        params = self.check_params()
+        logits = self._finite(self.forward(x, params), params, x, what="logits")
+        return self.loss_fn.labels(logits)
 
     def loss(self, x, t):
         """Batch-mean loss plus weight decay, as a 0-d backend array (float() it to read)."""
         x = self.check_x(x)
-        return self.loss_prepared(x, self.prepare_targets(t, x.shape[0]))
+        T = self.prepare_targets(t, x.shape[0])
+        params = self.check_params()
+        return self._finite(self.loss_prepared(x, T, params), params, x, T, "loss")
 
     def accuracy(self, x, t) -> float:
         """Fraction of correct predictions (labels or one-hot; 0/1 for binary): the
         count of hits over the rows as a Python float (9473 / 10000 = 0.9473, not the
         float32 mean's 0.9473000168800354)."""
         x = self.check_x(x)
-        acc = float(self.accuracy_prepared(x, self.prepare_targets(t, x.shape[0])))
+        T = self.prepare_targets(t, x.shape[0])
+        params = self.check_params()
+        logits = self._finite(self.forward(x, params), params, x, what="logits")
+        acc = float(self.loss_fn.accuracy(logits, T))
         n = x.shape[0]
         if n == 0 or acc != acc:  # nothing to count, or NaN: as computed
             return acc
@@ -282,7 +355,9 @@ class MLP:
     def gradient(self, x, t) -> dict:
         """Backprop gradient of ``loss(x, t)``: a dict with the keys of ``params``."""
         x = self.check_x(x)
-        return self.gradient_prepared(x, self.prepare_targets(t, x.shape[0]))
+        T = self.prepare_targets(t, x.shape[0])
+        params = self.check_params()
+        return self._finite(self.gradient_prepared(x, T, params), params, x, T, "gradient")
 
     def numerical_gradient(self, x, t, h=None, method="batched", memory_budget=None,
                            executor=None) -> dict:
@@ -292,14 +367,23 @@ class MLP:
         forwards that reuse the unperturbed pass below the perturbed layer; 'loop' is
         the book's element-by-element reference. h defaults to 1e-5 in float64 and
         5e-3 in float32 (about eps**(1/3), the step that balances truncation and
-        rounding error). memory_budget (bytes) bounds the batched chunks. executor (a
-        concurrent.futures.Executor, or an xpnn.dist communicator on every rank)
-        computes the batched chunks in parallel (xpnn.dist.numerical_gradient).
+        rounding error); a step below sqrt(eps) is refused. memory_budget (bytes) bounds
+        the batched chunks. executor (a concurrent.futures.Executor, or an xpnn.dist
+        communicator on every rank) computes the batched chunks in parallel
+        (xpnn.dist.numerical_gradient).
         """
         x = self.check_x(x)
         T = self.prepare_targets(t, x.shape[0])
-        grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget, executor)
-        return _numerical.check_finite(self.xp, grads, _numerical.check_h(self, h))
+        h = _numerical.check_h(self, h)
+        params = self.check_params()
+        try:
+            grads = self.numerical_gradient_prepared(x, T, h, method, memory_budget, executor)
+            return _numerical.check_finite(self.xp, grads, h)
+        except ValueError:
+            where = locate(self.arch, params, x, T)  # the unperturbed net overflows?
+            if where is None:
+                raise
+            raise NonFiniteError(f"the loss is NaN or inf: {where}", where) from None
 
     # -- unchecked fast paths (inputs already validated by the caller) ---------------
 

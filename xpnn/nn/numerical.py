@@ -99,45 +99,94 @@ class Cache(NamedTuple):
     row_max: object
 
 
-def numerical_gradient(f, x, h=1e-4):
+def numerical_gradient(f, x, h=None):
     """Central-difference gradient of the scalar function ``f`` at array ``x``.
 
-    ``f(x_perturbed)`` is called twice per element (x + h e_i and x - h e_i); the
-    result has x's shape. Slow by design: it is the reference the fast paths are
-    checked against.
+    ``f(x_perturbed)`` is called twice per element (x + h e_i and x - h e_i) and must
+    return a real scalar (a number or a 0-d array); the result has x's shape and dtype.
+    ``x`` is a non-empty floating array. ``h`` defaults to the book's 1e-4 in float64
+    and about eps**(1/3) in narrower dtypes (5e-3 in float32); a step below sqrt(eps)
+    (mostly rounding noise), h <= 0, NaN, inf or a non-real h is refused. A NaN/inf
+    result (f overflowing near x) raises ValueError. Slow by design: it is the
+    reference the fast paths are checked against.
     """
+    if not callable(f):
+        raise TypeError(f"f must be a callable f(x) -> scalar, got {type(f).__name__}")
+    if not array_api_compat.is_array_api_obj(x) or isinstance(x, numbers.Number):
+        raise TypeError(f"x must be an array (NumPy or another array-API backend), got "
+                        f"{type(x).__name__}; convert with xpnn.asarray(x)")
     xp = array_api_compat.array_namespace(x)
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"x must be a floating array, got dtype {x.dtype}")
+    n = math.prod(x.shape)
+    if n == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}): there is nothing to "
+                         f"differentiate")
+    info = xp.finfo(x.dtype)
+    eps = float(info.eps)
+    default = max(1e-4, float(f"{eps ** (1 / 3):.0e}"))  # 1e-4 float64, 5e-3 float32
+    h = check_step(h, eps, str(x.dtype), default)
     flat = xp.reshape(x, (-1,))
-    n = flat.shape[0]
     index = xp.arange(n, device=device_of(x))
     plus, minus = flat + h, flat - h
     out = []
     for i in range(n):
         at_i = index == i  # a perturbation without item assignment
-        fp = f(xp.reshape(xp.where(at_i, plus, flat), x.shape))
-        fm = f(xp.reshape(xp.where(at_i, minus, flat), x.shape))
+        fp = _scalar(f(xp.reshape(xp.where(at_i, plus, flat), x.shape)))
+        fm = _scalar(f(xp.reshape(xp.where(at_i, minus, flat), x.shape)))
         out.append(xp.asarray((fp - fm) / (2 * h), dtype=x.dtype, device=device_of(x)))
-    return xp.reshape(xp.stack(out), x.shape)
+    g = xp.reshape(xp.stack(out), x.shape)
+    if not bool(xp.all(xp.isfinite(g))):
+        raise ValueError(f"the numerical gradient is NaN or inf: f is not finite at x +- h "
+                         f"(h={h:g}) for some element")
+    return g
 
 
-def check_h(net, h, strict: bool = False) -> float:
-    """The finite-difference step: ``net.default_h()`` for None, else a positive finite
-    number (any real type: NumPy scalars too); a step below sqrt(eps) warns (the result
-    is then mostly rounding noise), or with ``strict`` raises ValueError."""
+def _scalar(value):
+    """f's value, which must be a real scalar: a real number or a 0-d real array."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return value
+    if array_api_compat.is_array_api_obj(value) and not isinstance(value, (bool, complex)):
+        shape = tuple(value.shape)
+        if shape != ():
+            raise TypeError(f"f must return a scalar (a number or a 0-d array), got an "
+                            f"array of shape {shape}; reduce it (e.g. sum) first")
+        xp = array_api_compat.array_namespace(value)
+        if xp.isdtype(value.dtype, ("real floating", "integral")):
+            return value
+    raise TypeError(f"f must return a real scalar (a number or a 0-d array), got "
+                    f"{type(value).__name__}" + (f" {value!r}"[:60] if isinstance(
+                        value, (str, bytes, complex)) else ""))
+
+
+def check_step(h, eps: float, dtype: str, default: float) -> float:
+    """The central-difference step ``h`` (None: ``default``) for arrays of machine
+    epsilon ``eps``: a real number with sqrt(eps) <= h <= 1, else TypeError/ValueError.
+    Below sqrt(eps) the central difference is mostly rounding noise (h=1e-300 gave
+    zeros), so it is refused, as are h <= 0, NaN and inf."""
     if h is None:
-        return net.default_h()
+        return default
     if isinstance(h, bool) or not isinstance(h, numbers.Real):
         raise TypeError(f"h must be a number, got {h!r}")
     if not (0 < h <= 1):
         raise ValueError(f"h must be a small positive step (0 < h <= 1), got {h!r}")
-    eps = float(net.xp.finfo(net.dtype).eps)
     if h < math.sqrt(eps):
-        if strict:
-            raise ValueError(
-                f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
-                f"central difference would be mostly rounding noise and a gradient check "
-                f"meaningless; use h near eps**(1/3) (default {net.default_h():g})"
-            )
+        raise ValueError(
+            f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {dtype}: the central "
+            f"difference would be mostly rounding noise (a gradient of zeros or garbage); "
+            f"use h near eps**(1/3) (default {default:g})"
+        )
+    return float(h)
+
+
+def check_h(net, h, strict: bool = True) -> float:
+    """The finite-difference step of a network: ``net.default_h()`` for None, else a
+    real number with sqrt(eps) <= h <= 1 for the net's dtype (``check_step``). With
+    ``strict=False`` a step below sqrt(eps) only warns (StepTooSmallWarning); no caller
+    in xpnn does that any more: it is an error everywhere."""
+    eps = float(net.xp.finfo(net.dtype).eps)
+    if not strict and h is not None and not isinstance(h, bool) and isinstance(
+            h, numbers.Real) and 0 < h < math.sqrt(eps):
         warnings.warn(
             f"h={h:g} is below sqrt(eps)={math.sqrt(eps):.1e} for {net.dtype_name}: the "
             f"central difference is dominated by rounding error; use h near eps**(1/3) "
@@ -145,7 +194,8 @@ def check_h(net, h, strict: bool = False) -> float:
             StepTooSmallWarning,
             stacklevel=3,
         )
-    return float(h)
+        return float(h)
+    return check_step(h, eps, net.dtype_name, net.default_h())
 
 
 def check_finite(xp, grads: dict, h: float) -> dict:

@@ -23,7 +23,18 @@ class StepLR:
         self.gamma = gamma
 
     def __call__(self, iteration: int) -> float:
-        return self.gamma ** (int(iteration) // self.step_size)
+        k = int(iteration) // self.step_size
+        try:
+            factor = self.gamma ** k
+        except OverflowError:
+            factor = math.inf
+        if not math.isfinite(factor):
+            raise ValueError(
+                f"{self!r} at iteration {iteration}: gamma ** {k} overflows float64 (the "
+                f"learning rate would be inf); with gamma > 1 use fewer iterations or a "
+                f"larger step_size"
+            )
+        return factor
 
     def __repr__(self):
         return f"StepLR(step_size={self.step_size}, gamma={self.gamma})"

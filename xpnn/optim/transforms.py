@@ -107,6 +107,28 @@ def _check_step_lr(lr, params: dict):
     return lr
 
 
+def _check_same_kind(key: str, g, p) -> None:
+    """grads[key] must be an array of params[key]'s library and dtype: a torch gradient
+    for a NumPy parameter failed inside the arithmetic, and a float64 gradient silently
+    turned a float32 parameter into float64."""
+    if not array_api_compat.is_array_api_obj(g):
+        raise TypeError(f"grads[{key!r}] must be an array, got {type(g).__name__}")
+    try:
+        array_api_compat.array_namespace(p, g)
+    except TypeError:
+        raise TypeError(
+            f"grads[{key!r}] is a {_library(g)} array but params[{key!r}] is a "
+            f"{_library(p)} array; move one with xpnn.asarray(..., backend=...)"
+        ) from None
+    if g.dtype != p.dtype:
+        raise TypeError(f"grads[{key!r}] has dtype {g.dtype} but params[{key!r}] has dtype "
+                        f"{p.dtype}; cast the gradient to the parameter's dtype")
+
+
+def _library(a) -> str:
+    return type(a).__module__.split(".")[0]
+
+
 def _check_state(grads, state, params: dict, slots: tuple[str, ...]) -> None:
     """Shapes and keys are static, so these checks also run under jit tracing."""
     _check_params(params)
@@ -126,6 +148,7 @@ def _check_state(grads, state, params: dict, slots: tuple[str, ...]) -> None:
         )
     for key, p in params.items():
         g = grads[key]
+        _check_same_kind(key, g, p)
         if tuple(g.shape) != tuple(p.shape):
             raise ValueError(f"grads[{key!r}] has shape {tuple(g.shape)} but params[{key!r}] "
                              f"has shape {tuple(p.shape)}")

@@ -113,7 +113,13 @@ class LRSchedule(Callback):
         self.schedule = schedule
 
     def factor(self, iteration: int) -> float:
-        factor = self.schedule(iteration)
+        try:
+            factor = self.schedule(iteration)
+        except OverflowError as exc:
+            raise ValueError(f"lr_schedule {self.schedule!r} overflowed at iteration "
+                             f"{iteration} ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"lr_schedule at iteration {iteration}: {exc}") from None
         if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not (
             factor >= 0 and math.isfinite(factor)
         ):
@@ -122,12 +128,19 @@ class LRSchedule(Callback):
             )
         return float(factor)
 
+    def rate(self, run, iteration: int) -> float:
+        lr = run.base_lr * self.factor(iteration)
+        if not math.isfinite(lr):
+            raise ValueError(f"lr_schedule({iteration}) times the base rate {run.base_lr:g} "
+                             f"overflows: the learning rate would be inf")
+        return lr
+
     def on_train_begin(self, run):
         # the rate of the last step taken (of none: the first's), as the loop left it
-        run.set_lr(run.base_lr * self.factor(max(run.iteration - 1, 0)))
+        run.set_lr(self.rate(run, max(run.iteration - 1, 0)))
 
     def before_step(self, run):
-        run.set_lr(run.base_lr * self.factor(run.iteration))
+        run.set_lr(self.rate(run, run.iteration))
 
 
 class EarlyStopping(Callback):

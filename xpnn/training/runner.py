@@ -295,7 +295,8 @@ class Run:
             "test_acc": test_acc, "elapsed": self.train_time, "lr": self.lr,
         }
         stops = [bool(cb.on_evaluation(self, record)) for cb in callbacks]
-        self.state = {**self.state, "params": dict(self.net.params)}  # callbacks may rebind
+        # callbacks may rebind (checked again, detached, only where an entry changed)
+        self.state = {**self.state, "params": dict(self.net.check_params())}
         for cb in callbacks:
             cb.after_evaluation(self)
         self._mark = time.perf_counter()
@@ -529,6 +530,11 @@ def train(
     """
     if not (hasattr(net, "gradient_prepared") and hasattr(net, "params")):
         raise TypeError(f"net must be an xpnn.MLP, got {type(net).__name__}")
+    if log is not None and not callable(log):
+        raise TypeError(f"log must be a function like print (or None), got {log!r}")
+    if comm is not None:
+        _check_comm(comm)
+    net.check_params()  # backend, dtype, shape, device; torch Parameters detached
     x, T = _prepare_set(net, train, "train")
     test_set = None if test is None else _prepare_set(net, test, "test")
     n = x.shape[0]
@@ -673,6 +679,19 @@ def _same_lr_bits(run, point) -> bool:
 
     saved = point.arrays.get(resume_module.STATE + "lr")
     return saved is None or to_numpy(run.state["lr"]).tobytes() == np.asarray(saved).tobytes()
+
+
+#: what train() uses of a communicator (see the module docstring)
+_COMM_ATTRIBUTES = ("rank", "size", "allreduce_mean", "allreduce_sum")
+
+
+def _check_comm(comm) -> None:
+    missing = [a for a in _COMM_ATTRIBUTES if not hasattr(comm, a)]
+    if missing:
+        raise TypeError(
+            f"comm must be a communicator with {', '.join(_COMM_ATTRIBUTES)} (e.g. "
+            f"xpnn.dist.MPIComm()), got {type(comm).__name__} without {', '.join(missing)}"
+        )
 
 
 def _user_callbacks(callbacks) -> list:

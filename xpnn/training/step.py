@@ -23,6 +23,7 @@ import math
 
 import array_api_compat
 
+from .._validation import _detached
 from ..backend import device_of
 from ..compile import MODES, check_mode, compile_step
 from ..nn import functional
@@ -210,7 +211,10 @@ class Step:
         where it stopped; else a fresh one), iteration 0, no bad iteration, ``lr``
         (default ``optimizer.lr``)."""
         xp, net = self.xp, self.net
-        params = dict(net.params if params is None else params)
+        # detached: a torch Parameter (requires_grad) would chain every update onto
+        # one autograd graph that grows without bound
+        params = {k: _detached(v) for k, v in (net.params if params is None
+                                                else params).items()}
         lr = self.optimizer.lr if lr is None else lr
         dev = net.device
         kept = getattr(self.optimizer, "state", None) if self.pure_optimizer else None
