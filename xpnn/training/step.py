@@ -243,7 +243,7 @@ class Step:
                              "average runs between ranks outside the compiled step")
         self._zeros = zero_vectors(self.xp, net.params)
         self._layout = FlatLayout(net.params)
-        self._flat_zeros = self.xp.zeros((self._layout.size,), dtype=net.dtype,
+        self._flat_zeros = self.xp.zeros((self._layout.size, 1), dtype=net.dtype,
                                          device=net.device)
         self.compiled = bool(compile)
         self.compile_mode = mode
@@ -329,7 +329,7 @@ class Step:
             layout, zeros = self._layout, self._flat_zeros
             if not layout.fits(params):  # a state of other shapes than the net's
                 layout = FlatLayout(params)
-                zeros = xp.zeros((layout.size,), dtype=lr.dtype, device=device_of(lr))
+                zeros = xp.zeros((layout.size, 1), dtype=lr.dtype, device=device_of(lr))
             P = layout.flatten(xp, params)
             S = {slot: layout.flatten(xp, {k: opt[k][slot] for k in layout.keys})
                  for slot in self._slots}
@@ -359,7 +359,11 @@ class Step:
         # first_bad: kept when the parameters are finite (p * 0 sums to 0, not NaN);
         # else first_bad mod (iteration + 1), which is first_bad when one was recorded
         # (0 < first_bad <= the last iteration) and the new iteration for -1
-        total = xp.vecdot(P, zeros)
+        # (sum of P * 0) as a product through the Affine block's matmul, so that a
+        # compiled step routes it as it routes the layers' products (CuPy: no cuBLAS
+        # call inside a capture, see xpnn.compile.cupy_gemm)
+        total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
+                                                       zeros), ())
         first_bad = state["first_bad"]
         first_bad = xp.where(total == total, first_bad, xp.remainder(first_bad, after))
         slot_views = {slot: layout.views(xp, S[slot]) for slot in self._slots}
