@@ -29,8 +29,8 @@ The 30 of SGD: 23 for the maths of forward, loss gradient and backward (5 ``mm``
 bias adds and 2 bias sums, 4 + 3 for the sigmoid, 7 for the softmax cross-entropy
 gradient: PyTorch fuses these into ``addmm``, ``sigmoid``, ``_log_softmax`` and
 their backward kernels, which the Array API does not have), 1 ``concat`` of the
-gradients, 2 for the flat update, 4 for the finiteness flag (one ``vecdot`` of all
-parameters, one comparison, ``remainder`` and ``where`` for first_bad). The
+gradients, 2 for the flat update, 4 for the finiteness flag (one product of all
+parameters with zeros, one comparison, ``remainder`` and ``where`` for first_bad). The
 iteration and update counters cost no launch on most steps (a table of the next
 1024 counter values is made in one addition). Each budget is the count achieved:
 any new launch in the step is a deliberate change to this table.
