@@ -415,14 +415,15 @@ class Step:
         return self._apply(grads, opt, params, lr, self.xp)
 
 
-def _arrays(*trees) -> list:
-    """The arrays of nests of dicts, in their own order."""
-    out = []
-    for tree in trees:
-        if isinstance(tree, dict):
-            out.extend(_arrays(*tree.values()))
+def _arrays(params: dict, opt: dict) -> list:
+    """The arrays of a state's params and opt (a dict of arrays and of dicts of
+    arrays), in their own order."""
+    out = list(params.values())
+    for value in opt.values():
+        if isinstance(value, dict):
+            out.extend(value.values())
         else:
-            out.append(tree)
+            out.append(value)
     return out
 
 
