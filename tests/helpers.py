@@ -45,8 +45,9 @@ def host_leaves(tree, prefix: str = "") -> dict:
 
 
 def counting_update(optimizer) -> list:
-    """Wrap ``optimizer.transform.update`` (the validating one) to count its calls in
-    the returned list; its unchecked half stays what ``checked_parts`` finds."""
+    """Wrap ``optimizer.transform.update`` (the validating one) and its ``check`` to
+    count their calls in the returned list; its unchecked halves stay what
+    ``checked_parts`` and ``elementwise_parts`` find."""
     calls = []
     update = optimizer.transform.update
 
@@ -54,7 +55,12 @@ def counting_update(optimizer) -> list:
         calls.append(1)
         return update(*args)
 
-    counting.check, counting.apply = update.check, update.apply
+    def counting_check(*args):  # what the step's flat update validates with
+        calls.append(1)
+        return update.check(*args)
+
+    counting.check, counting.apply = counting_check, update.apply
+    counting.slots, counting.apply_one = update.slots, update.apply_one
     optimizer.transform = optimizer.transform._replace(update=counting)
     return calls
 

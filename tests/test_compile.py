@@ -6,6 +6,7 @@ compile modes' validation. The real captures and nvmath need a GPU
 
 from __future__ import annotations
 
+import math
 import operator
 import sys
 import warnings
@@ -299,9 +300,13 @@ def test_the_compiled_cupy_path_plans_outside_the_capture_and_equals_eager(monke
     assert capture.events == ["begin", "end"] and capture.replays == 4
     plans = [(k, c) for e, k, c in FakeMatmul.log if e == "plan"]
     captured = [k for e, k, c in FakeMatmul.log if e == "execute" and c]
-    assert len(plans) == 8 and not any(c for _, c in plans)
-    assert captured == _products_per_step(net)
-    assert route.executed == 11 * (2 + 1 + 4)  # warm-up x2, capture, 4 replays
+    # the gradient's 11 products (8 kinds) and the step's finiteness check, a (1, P)
+    # by (P, 1) product of the flat parameters with zeros
+    n = sum(math.prod(p.shape) for p in net.params.values())
+    assert len(plans) == 8 + 1 and not any(c for _, c in plans)
+    flag = PlannedMatmuls.key(np.zeros((1, n)), np.zeros((n, 1)))
+    assert captured == _products_per_step(net) + [flag]
+    assert route.executed == 12 * (2 + 1 + 4)  # warm-up x2, capture, 4 replays
     assert net.arch.affine.matmul is operator.matmul
 
 

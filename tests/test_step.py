@@ -129,6 +129,95 @@ def test_eager_step_validates_a_layout_once_and_any_other_state_in_full():
     _assert_same_state(fast, slow, tol=0)
 
 
+# -- the flat update -------------------------------------------------------------------
+
+
+def test_state_arrays_are_views_of_one_flat_vector_per_kind():
+    """params and each optimiser slot are per-layer views of one vector (one update for
+    all of them); the state stays a nest of dicts of the documented arrays."""
+    net = _net("numpy")
+    batches = _batches(net, np.asarray)
+    state = _three_steps(make_step(net, xpnn.Adam(lr=0.01)), batches)
+    params, opt = state["params"], state["opt"]
+    assert list(params) == list(net.params)
+    for key, p in net.params.items():
+        assert params[key].shape == p.shape and opt[key]["m"].shape == p.shape
+    flat = params["W1"].base
+    assert flat is not None and flat.ndim == 1
+    assert all(a.base is flat for a in params.values())
+    assert all(opt[k]["v"].base is opt["W1"]["v"].base for k in params)
+    assert opt["W1"]["v"].base is not flat and opt["W1"]["m"].base is not opt["W1"]["v"].base
+    assert int(opt["count"]) == int(state["iteration"]) == 3
+
+
+@pytest.mark.parametrize("where", ["params", "opt"])
+def test_an_array_rebound_in_place_is_used_not_the_kept_flat_vector(where):
+    """The eager step keeps the flat vectors of the state it returned; a state whose
+    dict has an entry rebound in place is not that state (its new array is used)."""
+    net = _net("numpy")
+    batches = _batches(net, np.asarray)
+    step, ref = make_step(net, xpnn.Momentum(lr=0.1)), make_step(net, xpnn.Momentum(lr=0.1))
+    state = step(step.init(), *batches[0])
+    if where == "params":
+        rebound = {**state, "params": {**state["params"], "W1": state["params"]["W1"] * 0.5}}
+        state["params"]["W1"] = rebound["params"]["W1"]
+    else:
+        rebound = {**state, "opt": {**state["opt"], "b2": {"v": state["opt"]["b2"]["v"] + 1}}}
+        state["opt"]["b2"] = rebound["opt"]["b2"]
+    _assert_same_state(step(state, *batches[1]), ref(rebound, *batches[1]), tol=0)
+
+
+def test_counters_carry_on_across_the_counter_table(monkeypatch):
+    """The eager step reads iteration and update count from a table made every
+    COUNTER_ROWS steps; across tables (and a rebound state) they count on, and the
+    first-bad flag is what the compiled-style step (``pure``) gives."""
+    from xpnn.training import step as step_module
+
+    monkeypatch.setattr(step_module, "COUNTER_ROWS", 3)
+    net = _net("numpy")
+    batches = _batches(net, np.asarray) * 3
+    step, ref = make_step(net, xpnn.Adam(lr=0.01)), make_step(net, xpnn.Adam(lr=0.01))
+    fast, slow = step.init(), ref.init()
+    for i, (xb, Tb) in enumerate(batches):
+        if i == 4:
+            fast = {**fast, "params": dict(fast["params"])}  # a callback's new dict
+        fast, slow = step(fast, xb, Tb), ref.pure(slow, xb, Tb)
+        _assert_same_state(fast, slow, tol=0)
+        assert int(fast["iteration"]) == int(fast["opt"]["count"]) == i + 1
+        assert fast["iteration"].dtype == slow["iteration"].dtype
+
+
+def test_first_bad_is_kept_while_the_parameters_stay_bad():
+    """first_bad names the first step after which a parameter was not finite, also
+    when the parameters are made finite again and go bad a second time."""
+    net = _net("numpy")
+    (xb, Tb), *_ = _batches(net, np.asarray)
+    step = make_step(net, xpnn.SGD(lr=0.1))
+    state = step(step.init(), xb, Tb)
+    nan = {**state["params"], "b2": state["params"]["b2"] * np.nan}
+    with np.errstate(invalid="ignore"):
+        state = step({**state, "params": nan}, xb, Tb)
+        assert int(state["first_bad"]) == 2
+        state = step(step(state, xb, Tb), xb, Tb)
+        assert int(state["first_bad"]) == 2 and int(state["iteration"]) == 4
+        state = step({**state, "params": dict(net.params)}, xb, Tb)  # finite again
+        assert int(state["first_bad"]) == 2
+        state = step({**state, "params": nan}, xb, Tb)
+    assert int(state["first_bad"]) == 2 and int(state["iteration"]) == 6
+
+
+def test_all_finite_is_one_flag_that_cannot_overflow():
+    from xpnn.training.step import all_finite, zero_vectors
+
+    big = {"W": np.full((3, 2), np.finfo(np.float64).max), "b": np.ones(2)}
+    for zeros in (None, zero_vectors(np, big)):
+        assert bool(all_finite(np, big, zeros))
+        for bad in (np.inf, -np.inf, np.nan):
+            params = {**big, "b": np.asarray([1.0, bad])}
+            with np.errstate(invalid="ignore"):
+                assert not bool(all_finite(np, params, zeros))
+
+
 def test_compile_is_the_plain_step_on_host_array_libraries():
     def fn(state, xb, Tb):
         return state

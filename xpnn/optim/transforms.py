@@ -32,6 +32,7 @@ __all__ = [
     "adagrad",
     "adam",
     "checked_parts",
+    "elementwise_parts",
     "momentum",
     "nesterov",
     "rmsprop",
@@ -211,12 +212,20 @@ def _transformation(slots: tuple[str, ...], step: Step,
             new_params[key], new_slots[key] = step(xp, grads[key], p, state[key], rate, count)
         return new_params, {key: new_slots[key] for key in state}
 
+    def apply_one(grad, param, slot_arrays: dict, lr, count, xp):
+        """The update of one array and its slots, ``count`` being the count after this
+        update: element-wise, so one call on the concatenation of every parameter (and
+        of every slot) is ``apply`` on all of them at once (``xpnn.training.Step``)."""
+        rate = lr if prepare is None else prepare(xp, lr, count, param.dtype)
+        return step(xp, grad, param, slot_arrays, rate, count)
+
     def update(grads: dict, state: dict, params: dict, lr) -> tuple[dict, dict]:
         lr = check(grads, state, params, lr)
         return apply(grads, state, params, lr,
                      array_api_compat.array_namespace(*params.values()))
 
     update.check, update.apply = check, apply
+    update.slots, update.apply_one = slots, apply_one
     return GradientTransformation(init, update)
 
 
@@ -232,6 +241,19 @@ def checked_parts(transform):
     update = getattr(transform, "update", None)
     check, apply = getattr(update, "check", None), getattr(update, "apply", None)
     return None if check is None or apply is None else (check, apply)
+
+
+def elementwise_parts(transform):
+    """``(slots, apply_one)`` of a transformation made here (every one is element-wise:
+    each parameter's update reads only its own gradient, state and the shared scalars),
+    None for any other. ``apply_one(grad, param, slot_arrays, lr, count, xp) ->
+    (new_param, new_slot_arrays)`` updates one array without validation; ``count`` is
+    the update count after this update (a 0-d int array)."""
+    update = getattr(transform, "update", None)
+    slots, apply_one = getattr(update, "slots", None), getattr(update, "apply_one", None)
+    if slots is None or apply_one is None or checked_parts(transform) is None:
+        return None
+    return tuple(slots), apply_one
 
 
 def sgd() -> GradientTransformation:
@@ -260,8 +282,10 @@ def nesterov(momentum: float = 0.9) -> GradientTransformation:
     mu = _check_unit(momentum, "momentum")
 
     def step(xp, g, p, s, lr, count):
-        v = s["v"]
-        return p + mu * mu * v - (1 + mu) * lr * g, {"v": mu * v - lr * g}
+        # mu^2 v - (1 + mu) lr dW = mu * v_new - lr * dW, with lr * dW computed once
+        step_g = lr * g
+        v = mu * s["v"] - step_g
+        return p + mu * v - step_g, {"v": v}
 
     return _transformation(("v",), step)
 

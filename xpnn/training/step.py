@@ -15,6 +15,16 @@ The step never writes into an array of the state it is given (it rebinds), so th
 caller's previous state stays valid, except under ``compile=True`` on JAX (the state is
 donated) and on CUDA (one set of preallocated buffers updated in place): there the
 state passed in must not be used again.
+
+One flat update. With an ``xpnn.optim`` optimiser (all are element-wise) the step
+concatenates the gradients into one vector and updates all parameters (and each
+optimiser slot) as one array: a few operations per step whatever the number of
+layers, not a few per parameter. The state keeps its per-layer dicts: each array in
+``params`` and ``opt`` is a view (a reshaped slice) of the flat vector, and the
+update count and iteration are views of one small counter vector. An eager step that
+is handed the state it returned last (same dicts, same arrays) takes the flat vectors
+from there; any other state (``init``'s, a callback's new params, a compiled step's
+argument) is concatenated first, one ``concat`` per vector.
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ from .._validation import _detached
 from ..backend import device_of
 from ..compile import MODES, check_mode, compile_step
 from ..nn import functional
-from ..optim.transforms import checked_parts
+from ..optim.transforms import COUNT, checked_parts, elementwise_parts
 from ..tree import map_tree
+
+#: steps whose counters (iteration, update count) an eager step computes at once
+COUNTER_ROWS = 1024
 
 __all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
 
@@ -37,10 +50,11 @@ def all_finite(xp, params: dict, zeros: dict | None = None):
     """0-d boolean array: no parameter holds a NaN or inf.
 
     ``p * 0`` is 0 for finite p and NaN for NaN/inf, so the sum of those products is
-    NaN exactly when some element is not finite; unlike a sum of the parameters
-    themselves, it cannot overflow for large finite values. With ``zeros`` (a flat
-    zero vector per key, see ``zero_vectors``) the products and their sum are one
-    ``vecdot`` per parameter: one pass, no temporary array."""
+    NaN exactly when some element is not finite (it is 0 otherwise: it cannot overflow
+    for large finite values, and ``total == total`` is the whole test, one comparison
+    where ``isfinite`` is four kernels on PyTorch). With ``zeros`` (a flat zero vector
+    per key, see ``zero_vectors``) the products and their sum are one ``vecdot`` per
+    parameter: one pass, no temporary array."""
     total = None
     for key, p in params.items():
         if zeros is None:
@@ -48,7 +62,44 @@ def all_finite(xp, params: dict, zeros: dict | None = None):
         else:
             s = xp.vecdot(p if p.ndim == 1 else xp.reshape(p, (-1,)), zeros[key])
         total = s if total is None else total + s
-    return xp.isfinite(total)
+    return total == total
+
+
+class FlatLayout:
+    """Where each array of a dict lies in one flat vector: ``keys`` in order, each at
+    ``spans[key] = (start, stop, shape)``; ``size`` elements in all.
+
+    ``flatten(xp, arrays)`` concatenates the arrays (one ``concat``); ``views(xp, flat)``
+    is the dict of reshaped slices of ``flat`` (views on NumPy and PyTorch, no
+    kernel; under jax.jit slices XLA fuses)."""
+
+    def __init__(self, arrays: dict):
+        self.keys = tuple(arrays)
+        self.spans, start = {}, 0
+        for key, a in arrays.items():
+            shape = tuple(a.shape)
+            stop = start + math.prod(shape)
+            self.spans[key] = (start, stop, shape)
+            start = stop
+        self.size = start
+
+    def fits(self, arrays: dict) -> bool:
+        """Same keys (any order) and shapes."""
+        return (len(arrays) == len(self.keys)
+                and all(k in arrays and tuple(arrays[k].shape) == self.spans[k][2]
+                        for k in self.keys))
+
+    def flatten(self, xp, arrays: dict):
+        return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,))
+                          for a in (arrays[k] for k in self.keys)])
+
+    def views(self, xp, flat) -> dict:
+        out = {}
+        for key in self.keys:
+            start, stop, shape = self.spans[key]
+            part = flat[start:stop]
+            out[key] = part if len(shape) == 1 else xp.reshape(part, shape)
+        return out
 
 
 def zero_vectors(xp, params: dict) -> dict:
@@ -163,9 +214,11 @@ class Step:
     gradient   (params, x, T) -> grads; default backprop (``backprop_gradient_fn``)
 
     Eager steps validate the optimiser's arguments (keys, shapes, dtypes, lr) in full
-    for any state but the one this step returned last, which has the layout already
-    checked; a state edited in place (``state["params"]["W1"] = ...``) is not seen as
-    new: pass a new dict (``{**state, "params": {...}}``) instead.
+    for any state but the one this step returned last (the same dicts holding the same
+    arrays), which has the layout already checked and whose flat vectors the step
+    kept; a state with anything rebound, even in place (``state["params"]["W1"] =
+    ...``), is checked in full and concatenated again. Writing into the arrays
+    themselves writes into the flat vectors they are views of.
     """
 
     def __init__(self, net, optimizer, *, compile=False, comm=None, gradient=None):
@@ -180,14 +233,17 @@ class Step:
         self.pure_optimizer = transform is not None
         if transform is None:
             self._init, self._update = _book_transform(optimizer)
-            parts = None
+            parts = flat = None
         else:
             self._init, self._update = transform.init, transform.update
-            parts = checked_parts(transform)
+            parts, flat = checked_parts(transform), elementwise_parts(transform)
         # xpnn's own transforms: the new state keeps the key order of the one given
         # (init's, sorted below), and the eager step can skip re-validating a layout
-        self._apply = None if parts is None else parts[1]
-        self._trusted = None  # (params, opt, lr) of the last state this step returned
+        self._check, self._apply = (None, None) if parts is None else parts
+        # element-wise (xpnn's own): one update of the flat vectors
+        self._slots, self._apply_one = (None, None) if flat is None else flat
+        self._trusted = None  # (state, its arrays, its flat vectors) this step returned last
+        self._ramps = {}  # dtype -> _counter_ramp
         if compile and not self.pure_optimizer:
             raise TypeError(
                 f"compile=True needs an optimizer with a pure transform (xpnn.optim); "
@@ -197,6 +253,9 @@ class Step:
             raise ValueError("compile=True with comm is not supported: the gradient "
                              "average runs between ranks outside the compiled step")
         self._zeros = zero_vectors(self.xp, net.params)
+        self._layout = FlatLayout(net.params)
+        self._flat_zeros = self.xp.zeros((self._layout.size, 1), dtype=net.dtype,
+                                         device=net.device)
         self.compiled = bool(compile)
         self.compile_mode = mode
         self.donates = False
@@ -218,11 +277,15 @@ class Step:
         lr = self.optimizer.lr if lr is None else lr
         dev = net.device
         kept = getattr(self.optimizer, "state", None) if self.pure_optimizer else None
+        # the default integer dtype named: JAX makes a Python int a "weak" type, which
+        # the step's results (slices of its counter vector) are not; jax.jit would
+        # trace the step again on the second call
+        integer = xp.asarray(0).dtype
         state = {
             "params": params,
             "opt": _sorted_tree(self._init(params) if kept is None else kept),
-            "iteration": xp.asarray(0, device=dev),
-            "first_bad": xp.asarray(-1, device=dev),
+            "iteration": xp.asarray(0, dtype=integer, device=dev),
+            "first_bad": xp.asarray(-1, dtype=integer, device=dev),
             "lr": xp.asarray(float(lr), dtype=net.dtype, device=dev),
         }
         return self.placed(state)
@@ -241,15 +304,22 @@ class Step:
     def pure(self, state: dict, xb, Tb) -> dict:
         """The uncompiled step (what every backend computes; the optimiser validates
         its arguments, which under jit/torch.compile happens once, while tracing)."""
-        return self._take_step(state, xb, Tb, self._update)
+        if self._apply_one is None:
+            return self._dict_step(state, xb, Tb, self._update)
+        return self._flat_step(state, xb, Tb, None, eager=False)[0]
 
-    def _take_step(self, state: dict, xb, Tb, update) -> dict:
-        xp = self.xp
-        params = state["params"]
-        grads = self._gradient(params, xb, Tb)
+    def _gradient_of(self, state: dict, xb, Tb) -> dict:
+        grads = self._gradient(state["params"], xb, Tb)
         if self.comm is not None:
             grads = self.comm.allreduce_mean(grads, xb.shape[0])
-        params, opt = update(grads, state["opt"], params, state["lr"])
+        return grads
+
+    def _dict_step(self, state: dict, xb, Tb, update) -> dict:
+        """A step of an optimiser that is not element-wise or not xpnn's (a book-style
+        object, a custom transform): its update on the dicts, one parameter at a time."""
+        xp = self.xp
+        grads = self._gradient_of(state, xb, Tb)
+        params, opt = update(grads, state["opt"], state["params"], state["lr"])
         iteration = state["iteration"] + 1
         first_bad = state["first_bad"]
         keep = all_finite(xp, params, self._zeros) | (first_bad >= 0)
@@ -261,25 +331,118 @@ class Step:
             "lr": state["lr"],
         }
 
-    def _unchecked_update(self, grads, opt, params, lr):
-        return self._apply(grads, opt, params, lr, self.xp)
+    def _flat_step(self, state: dict, xb, Tb, flat, eager: bool):
+        """(new state, its flat vectors): the step of an element-wise optimiser on flat
+        vectors. ``flat`` is None (validate the state, then concatenate it) or the
+        vectors this step kept for the state it returned last (eager only)."""
+        xp = self.xp
+        params, opt, lr = state["params"], state["opt"], state["lr"]
+        grads = self._gradient_of(state, xb, Tb)
+        if flat is None:
+            lr = self._check(grads, opt, params, lr)
+            layout, zeros = self._layout, self._flat_zeros
+            if not layout.fits(params):  # a state of other shapes than the net's
+                layout = FlatLayout(params)
+                zeros = xp.zeros((layout.size, 1), dtype=lr.dtype, device=device_of(lr))
+            P = layout.flatten(xp, params)
+            S = {slot: layout.flatten(xp, {k: opt[k][slot] for k in layout.keys})
+                 for slot in self._slots}
+            it = state["iteration"]
+            # (iteration, update count, iteration + 1): one addition advances all three
+            K, table = xp.stack([it, xp.astype(opt[COUNT], it.dtype), it + 1]), None
+        else:
+            layout, zeros, P, S, (table, row) = flat
+        G = layout.flatten(xp, grads)
+        if table is not None and row + 1 < table.shape[0]:
+            table, row = table, row + 1
+        elif eager:
+            # the counters of the next COUNTER_ROWS steps in one addition; the steps
+            # after this one read their row (a view), no kernel, while each returns
+            # the state the one before returned
+            last = K if table is None else table[row, :]
+            table = last + self._counter_ramp(last.dtype)
+            row = 0
+        else:
+            table, row = None, None
+        K = K + 1 if table is None else table[row, :]
+        iteration, after = K[0, ...], K[2, ...]
+        count = K[1, ...]
+        if count.dtype != opt[COUNT].dtype:
+            count = xp.astype(count, opt[COUNT].dtype)
+        P, S = self._apply_one(G, P, S, lr, count, xp)
+        # first_bad: kept when the parameters are finite (p * 0 sums to 0, not NaN);
+        # else first_bad mod (iteration + 1), which is first_bad when one was recorded
+        # (0 < first_bad <= the last iteration) and the new iteration for -1
+        # (sum of P * 0) as a product through the Affine block's matmul, so that a
+        # compiled step routes it as it routes the layers' products (CuPy: no cuBLAS
+        # call inside a capture, see xpnn.compile.cupy_gemm)
+        total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
+                                                       zeros), ())
+        first_bad = state["first_bad"]
+        first_bad = xp.where(total == total, first_bad, xp.remainder(first_bad, after))
+        slot_views = {slot: layout.views(xp, S[slot]) for slot in self._slots}
+        new_opt = {key: count if key == COUNT else
+                   {slot: slot_views[slot][key] for slot in opt[key]} for key in opt}
+        new_state = {
+            "params": layout.views(xp, P),
+            "opt": new_opt,
+            "iteration": iteration,
+            "first_bad": first_bad,
+            "lr": state["lr"],
+        }
+        return new_state, (layout, zeros, P, S, (table, row))
+
+    def _counter_ramp(self, dtype):
+        """(COUNTER_ROWS, 1) array 1, 2, ...: added to the counters of a step, the
+        counters of the steps after it (made once per dtype)."""
+        ramp = self._ramps.get(dtype)
+        if ramp is None:
+            ramp = self.xp.arange(1, COUNTER_ROWS + 1, dtype=dtype, device=self.net.device)
+            ramp = self._ramps[dtype] = self.xp.reshape(ramp, (COUNTER_ROWS, 1))
+        return ramp
 
     def __call__(self, state: dict, xb, Tb) -> dict:
         if self.compiled:
             return self._call(state, xb, Tb)
         # Eager: the optimiser validates a state's layout once. A state this step
-        # returned (same params, opt and lr objects) has the layout it was given, so
-        # the next step skips the checks; anything else (init's state, a new lr, params
-        # rebound by a callback) is checked in full.
+        # returned (the same dicts, lr, iteration and arrays) has the layout it was
+        # given, so the next step skips the checks and reuses its flat vectors;
+        # anything else (init's state, a new lr, params rebound by a callback) is
+        # checked in full.
         trusted = self._trusted
-        if (self._apply is not None and trusted is not None and state["params"] is trusted[0]
-                and state["opt"] is trusted[1] and state["lr"] is trusted[2]):
-            update = self._unchecked_update
+        returned = (trusted is not None and state["params"] is trusted[0]["params"]
+                    and state["opt"] is trusted[0]["opt"] and state["lr"] is trusted[0]["lr"]
+                    and state["iteration"] is trusted[0]["iteration"]
+                    and _same_arrays(_arrays(state["params"], state["opt"]), trusted[1]))
+        if self._apply_one is not None:
+            out, flat = self._flat_step(state, xb, Tb, trusted[2] if returned else None,
+                                        eager=True)
         else:
             update = self._update
-        out = self._take_step(state, xb, Tb, update)
-        self._trusted = (out["params"], out["opt"], out["lr"])
+            if self._apply is not None and returned:
+                update = self._unchecked_update
+            out, flat = self._dict_step(state, xb, Tb, update), None
+        self._trusted = (out, _arrays(out["params"], out["opt"]), flat)
         return out
+
+    def _unchecked_update(self, grads, opt, params, lr):
+        return self._apply(grads, opt, params, lr, self.xp)
+
+
+def _arrays(params: dict, opt: dict) -> list:
+    """The arrays of a state's params and opt (a dict of arrays and of dicts of
+    arrays), in their own order."""
+    out = list(params.values())
+    for value in opt.values():
+        if isinstance(value, dict):
+            out.extend(value.values())
+        else:
+            out.append(value)
+    return out
+
+
+def _same_arrays(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
