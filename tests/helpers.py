@@ -158,3 +158,23 @@ def default_signals():
     the background has SIGINT ignored, which the child would inherit and keep)."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+
+
+def run_cli(capsys, *argv):
+    """``xpnn.cli.main`` in this process: (exit code, stdout, stderr)."""
+    from xpnn.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments):
+    """A CLI failure as the CLI promises it: exit 2, one ``xpnn: error:`` line, no
+    traceback, holding each of ``fragments``."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xpnn: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import MARKED_MAIN, STOP_SIGNALS, default_signals
+from helpers import MARKED_MAIN, STOP_SIGNALS, assert_one_line_error, default_signals, run_cli
 
 import xpnn
 from xpnn import checkpoint
@@ -41,20 +41,6 @@ def assert_png(path):
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
     assert len(data) > 5000, f"{path} is only {len(data)} bytes"
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("xpnn: error: "), err
-    assert "Traceback" not in err
 
 
 # -- help -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, run_cli
 
 import xpnn
 from xpnn.cli import build_parser, main
@@ -20,20 +21,6 @@ from xpnn.io import checkpoint
 from xpnn.training import History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("xpnn: error: "), err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
 
 
 def train_run(capsys, out, *flags):
