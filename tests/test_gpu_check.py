@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -100,9 +101,15 @@ def test_jax_rows_follow_xpnn_bench_backends(monkeypatch, wanted, has_jax):
 
 def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
     """The parent stops a worker at its time limit: the run fails, with a row saying
-    so (and the sections the worker had finished, none here, kept)."""
+    so, and the rows of the sections the worker had finished are kept. How far a
+    worker gets in 0.5 s depends on the machine (an idle one finishes the correctness
+    section), so either outcome is accepted, each checked."""
     args = argparse.Namespace(dry_run=True, timeout=0.5)
     data = gpu_check.run_worker("numpy", args, mnist=False)
     (last,) = [r for r in data["rows"] if r["check"] == "worker"]
     assert last["kind"] == "error" and last["ok"] is False
-    assert "timed out after 0.5 s (finished: nothing)" in last["note"]
+    match = re.fullmatch(r"timed out after 0\.5 s \(finished: (\w+)\)", last["note"])
+    assert match, last["note"]
+    kept = [r for r in data["rows"] if r["check"] != "worker"]
+    assert match[1] != "all"
+    assert bool(kept) == (match[1] != "nothing"), (match[1], kept)
