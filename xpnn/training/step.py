@@ -370,12 +370,13 @@ class Step:
         if count.dtype != opt[COUNT].dtype:
             count = xp.astype(count, opt[COUNT].dtype)
         P, S = self._apply_one(G, P, S, lr, count, xp)
-        # first_bad: kept when the parameters are finite (p * 0 sums to 0, not NaN);
-        # else first_bad mod (iteration + 1), which is first_bad when one was recorded
-        # (0 < first_bad <= the last iteration) and the new iteration for -1
-        # (sum of P * 0) as a product through the Affine block's matmul, so that a
-        # compiled step routes it as it routes the layers' products (CuPy: no cuBLAS
-        # call inside a capture, see xpnn.compile.cupy_gemm)
+        # finiteness: sum(P * 0) is 0 for finite P and NaN otherwise; computed as one
+        # product through the Affine block's matmul, so that a compiled step routes it
+        # as it routes the layers' products (CuPy: no cuBLAS call inside a capture,
+        # see xpnn.compile.cupy_gemm).
+        # first_bad: kept while the parameters are finite; else first_bad mod
+        # (iteration + 1), which is first_bad when one was recorded (0 < first_bad <=
+        # the last iteration) and the new iteration for -1
         total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
                                                        zeros), ())
         first_bad = state["first_bad"]
