@@ -149,10 +149,8 @@ def _read_image(path: Path, width: int, dtype: str) -> np.ndarray:
     if side * side != width:
         raise CLIError(f"the model expects {width} features, not a square image "
                        f"(SIZE x SIZE pixels); give .npy or .csv rows")
-    try:
-        from ..data.images import _decode_image, _import_pillow
-    except ImportError:  # before the data package was split by source
-        from ..data.datasets import _decode_image, _import_pillow
+    from ..data.images import _decode_image, _import_pillow
+
     try:
         Image, ImageOps = _import_pillow()
     except ImportError:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from dataclasses import dataclass
 
 from ..cli.argtypes import positive_int
 from ..cli.errors import CLIError
 from ..cli.signals import ignore_stop_signals
+from ..cli.threads import usable_cores
 from .comm import shard
 from .mpi import mpi_world_size
 
@@ -33,11 +33,7 @@ WORKERS_PER_CPU = 4
 
 def max_workers() -> int:
     """The largest --workers: WORKERS_PER_CPU x the CPUs this process may run on."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return WORKERS_PER_CPU * max(cpus, 1)
+    return WORKERS_PER_CPU * usable_cores()
 
 
 def _workers(text: str) -> int:
