@@ -230,6 +230,24 @@ class CupyCapture(Capture):
         current.wait_event(self._stream.record())
 
 
+@contextlib.contextmanager
+def hooked(hooks):
+    """``hooks = (objects, matmul)``: each object's ``matmul`` attribute is ``matmul``
+    inside the block, restored afterwards; ``None`` changes nothing."""
+    if hooks is None:
+        yield
+        return
+    objects, matmul = hooks
+    saved = [obj.matmul for obj in objects]
+    for obj in objects:
+        obj.matmul = matmul
+    try:
+        yield
+    finally:
+        for obj, old in zip(objects, saved, strict=True):
+            obj.matmul = old
+
+
 class CudaGraphStep:
     """``fn(state, *batch) -> state`` replayed as one CUDA graph (see the module doc).
 
@@ -254,24 +272,9 @@ class CudaGraphStep:
         for dst, src in zip(leaves(self.state), leaves(out), strict=True):
             self.capture.copy(dst, src)
 
-    @contextlib.contextmanager
-    def _hooked(self):
-        if self.hooks is None:
-            yield
-            return
-        objects, matmul = self.hooks
-        saved = [obj.matmul for obj in objects]
-        for obj in objects:
-            obj.matmul = matmul
-        try:
-            yield
-        finally:
-            for obj, old in zip(objects, saved, strict=True):
-                obj.matmul = old
-
     def _build(self, state, batch):
         capture = self.capture
-        with capture.memory(), self._hooked():
+        with capture.memory(), hooked(self.hooks):
             self.state = map_tree(capture.clone, state)
             self.batch = [capture.clone(b) for b in batch]
             capture.warm_up(lambda: self.fn(self.state, *self.batch))
