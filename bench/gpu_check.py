@@ -20,7 +20,9 @@ JAX one (the float64 checks). Per backend:
   on torch-cuda also ``compile="reduce-overhead"``, PyTorch's own eager autograd step
   and its CUDA-graphed step;
 * the batched numerical gradient of the seed net (float64), eager, and the numerical
-  step under ``compile=True`` where the step compiles;
+  step under ``compile=True`` where the step compiles: equal to the eager step to
+  ``NUMGRAD_TOL`` over 3 steps (a CUDA graph on the GPU), then timed; the chunk budget
+  the numerical gradient plans from the device's free memory (information);
 * once (torch-cuda, else the first GPU backend): the 10,000-iteration
   numerical-gradient MNIST run (float64, batch 100, SGD 0.1), needs ``XPNN_DATA_DIR``.
 
@@ -239,8 +241,6 @@ def time_steps(target, rounds, budget) -> list:
 def time_numerical(target, rounds, budget) -> list:
     import benchcommon as bc
 
-    import xpnn
-    from xpnn.training.step import Step, numerical_gradient_fn
 
     out = []
     spec = NETS["seed"]
@@ -257,8 +257,7 @@ def time_numerical(target, rounds, budget) -> list:
 
     def compiled():
         net, x, T = bc.problem(spec, target, "float64")
-        step = Step(net, xpnn.SGD(lr=spec.lr), compile=True,
-                    gradient=numerical_gradient_fn(net, net.default_h()))
+        step = _numerical_step(net, spec, True)
         box = [step.init()]
 
         def fn():
@@ -272,6 +271,59 @@ def time_numerical(target, rounds, budget) -> list:
            rounds, budget, limit, text)
     _timed(out, target, "numgrad:compiled", "numerical step, compile=True, seed (float64)",
            compiled, rounds, budget, limit, text)
+    return out
+
+
+def _numerical_step(net, spec, compile):
+    """The numerical-gradient training step (SGD) of ``net``."""
+    import xpnn
+    from xpnn.training.step import Step, numerical_gradient_fn
+
+    return Step(net, xpnn.SGD(lr=spec.lr), compile=compile,
+                gradient=numerical_gradient_fn(net, net.default_h()))
+
+
+#: the numerical gradient divides rounding differences by 2h (h ~ 1e-4 to 1e-5): a
+#: compiled numerical step (CuPy's routed GEMMs round differently) matches the eager
+#: one to this, not to TOL
+NUMGRAD_TOL = 1e-9
+
+
+def check_numerical_compiled(target, repeat_steps=3) -> list:
+    """The numerical step under ``compile=True`` (a CUDA graph on the GPU) against the
+    eager one, and the chunk budget the numerical gradient plans from device memory."""
+    import benchcommon as bc
+
+    from xpnn.backend import free_memory
+    from xpnn.nn.numerical import _budget
+
+    spec = NETS["seed"]
+    out = []
+    check = "numerical step, compile=True == eager, SGD (float64, seed)"
+    try:
+        states = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for compile in (False, True):
+                net, _, _ = bc.problem(spec, target, "float64")
+                step = _numerical_step(net, spec, compile)
+                state = step.init()
+                for seed in range(repeat_steps):
+                    _, x, T = bc.problem(spec, target, "float64", seed=seed)
+                    state = step(state, x, T)
+                states.append(state)
+        fallback = _compile_warnings(caught)
+        err = _max_rel(states[1], states[0])
+        ok = err <= NUMGRAD_TOL if not fallback or err > NUMGRAD_TOL else None
+        out.append(row(target.id, check, err, "rel", f"<= {NUMGRAD_TOL:g}", ok,
+                       "correctness", f"fell back to eager: {fallback}" if fallback else ""))
+        free = free_memory(net.xp, net.device)
+        out.append(row(target.id, "numerical-gradient chunk budget (from free memory)",
+                       _budget(net, None), "bytes", "", None, "info",
+                       f"free memory {free:,} bytes" if free else "host budget"))
+    except Exception as exc:
+        out.append(row(target.id, check, None, "", f"<= {NUMGRAD_TOL:g}", False, "error",
+                       f"{type(exc).__name__}: {exc}"))
     return out
 
 
@@ -342,7 +394,8 @@ def worker(name, args, save) -> None:
     data = {"rows": [], "device": xpnn.backend.device_name(net.xp, net.device), "done": ""}
     sections = [("correctness", lambda: check_compiled_equals_eager(target, modes)),
                 ("steps", lambda: time_steps(target, rounds, budget)),
-                ("numerical", lambda: time_numerical(target, rounds, budget))]
+                ("numerical", lambda: (check_numerical_compiled(target)
+                                       + time_numerical(target, rounds, budget)))]
     if args.mnist:
         sections.append(("mnist", lambda: mnist_run(target)))
     for section, run in sections:

@@ -75,7 +75,7 @@ class FakeCapture:
     with them installed, as a real graph replays the routed kernels it captured."""
 
     def __new__(cls, lib, fail_on_begin=None):
-        from xpnn.compile.cuda_graph import Capture
+        from xpnn.compile.cuda_graph import Capture, hooked
 
         class _Fake(Capture):
             name = f"fake-{lib}"
@@ -114,18 +114,8 @@ class FakeCapture:
 
             def replay(self, graph):
                 self.replays += 1
-                if self.replay_hooks is None:
+                with hooked(self.replay_hooks):  # the step's own hook installer
                     graph()
-                    return
-                objects, matmul = self.replay_hooks
-                saved = [obj.matmul for obj in objects]
-                for obj in objects:
-                    obj.matmul = matmul
-                try:
-                    graph()
-                finally:
-                    for obj, old in zip(objects, saved, strict=True):
-                        obj.matmul = old
 
         return _Fake()
 

@@ -32,7 +32,9 @@ def test_the_dry_run_checks_and_reports(tmp_path):
     data = json.loads(report.read_text())
     rows = data["rows"]
     correctness = [r for r in rows if r["kind"] == "correctness"]
-    assert len(correctness) == 6 and all(r["ok"] is True for r in correctness)
+    assert len(correctness) == 7 and all(r["ok"] is True for r in correctness)
+    assert "numerical step, compile=True == eager, SGD (float64, seed)" in {
+        r["check"] for r in correctness}
     assert all(r["value"] <= 1e-12 for r in correctness)
     checks = {r["check"] for r in rows}
     for name in ("eager step, seed 12-6-3 b8", "compile=True step, wide 12-10-10-3 b16",

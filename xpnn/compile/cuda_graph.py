@@ -230,6 +230,24 @@ class CupyCapture(Capture):
         current.wait_event(self._stream.record())
 
 
+@contextlib.contextmanager
+def hooked(hooks):
+    """``hooks = (objects, matmul)``: each object's ``matmul`` attribute is ``matmul``
+    inside the block, restored afterwards; ``None`` changes nothing."""
+    if hooks is None:
+        yield
+        return
+    objects, matmul = hooks
+    saved = [obj.matmul for obj in objects]
+    for obj in objects:
+        obj.matmul = matmul
+    try:
+        yield
+    finally:
+        for obj, old in zip(objects, saved, strict=True):
+            obj.matmul = old
+
+
 class CudaGraphStep:
     """``fn(state, *batch) -> state`` replayed as one CUDA graph (see the module doc).
 
@@ -246,39 +264,27 @@ class CudaGraphStep:
     def __init__(self, fn, capture: Capture, hooks=None):
         self.fn, self.capture, self.hooks = fn, capture, hooks
         self.graph = self.state = self.batch = None
+        self._bufs = ()  # leaves(self.state), walked once at build, not per call
         self.eager = False
         self.fallback = None
 
     def _run_and_store(self):
         out = self.fn(self.state, *self.batch)
-        for dst, src in zip(leaves(self.state), leaves(out), strict=True):
+        for dst, src in zip(self._bufs, leaves(out), strict=True):
             self.capture.copy(dst, src)
-
-    @contextlib.contextmanager
-    def _hooked(self):
-        if self.hooks is None:
-            yield
-            return
-        objects, matmul = self.hooks
-        saved = [obj.matmul for obj in objects]
-        for obj in objects:
-            obj.matmul = matmul
-        try:
-            yield
-        finally:
-            for obj, old in zip(objects, saved, strict=True):
-                obj.matmul = old
 
     def _build(self, state, batch):
         capture = self.capture
-        with capture.memory(), self._hooked():
+        with capture.memory(), hooked(self.hooks):
             self.state = map_tree(capture.clone, state)
+            self._bufs = leaves(self.state)
             self.batch = [capture.clone(b) for b in batch]
             capture.warm_up(lambda: self.fn(self.state, *self.batch))
             self.graph = capture.record(self._run_and_store)
 
     def _fall_back(self, exc):
         self.graph = self.state = self.batch = None
+        self._bufs = ()
         self.eager, self.fallback = True, exc
         warnings.warn(
             f"compile on {self.capture.name}: the CUDA graph could not be built "
@@ -297,7 +303,7 @@ class CudaGraphStep:
                 self._fall_back(exc)
                 return self.fn(state, *batch)
         copy = self.capture.copy
-        for dst, src in zip(leaves(self.state), leaves(state), strict=True):
+        for dst, src in zip(self._bufs, leaves(state), strict=True):
             copy(dst, src)
         for dst, src in zip(self.batch, batch, strict=True):
             copy(dst, src)
