@@ -121,6 +121,19 @@ def data_dir():
 
 
 @pytest.fixture
+def one_torch_thread():
+    """torch limited to one thread for the test. Its OpenMP threads spin at every
+    barrier, so tiny torch ops run several times slower with two threads on a busy
+    2-core machine (100 tiny steps: 20 s instead of 0.1 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def other_user(tmp_path):
     """(folder, run_as) for tests of file permissions, which do not apply to root: as
     root, ``run_as()`` is a context manager that switches the effective uid and gid to

@@ -157,18 +157,6 @@ def test_train_default_out_folder(capsys, tmp_path, monkeypatch):
     assert (runs[0] / "model.safetensors").exists()
 
 
-@pytest.fixture
-def one_torch_thread():
-    """torch's OpenMP threads spin at every barrier: on a busy 2-core machine 100 tiny
-    steps can take 20 s instead of 0.1 s. One thread keeps this test fast anywhere."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.skipif("torch" not in available_backends(), reason="torch not installed")
 def test_train_torch_backend(capsys, tmp_path, one_torch_thread):
     code, out, err = run_cli(capsys, "train", "--dataset", "moons", "--backend", "torch",

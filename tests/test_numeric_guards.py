@@ -89,15 +89,6 @@ def test_parameter_requiring_grad_in_a_direct_step():
 RSS_GROWTH_BOUND = 50 * 2**20
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny torch ops run ~7x slower with two threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @needs_torch
 def test_ten_thousand_iterations_with_a_parameter_keep_memory_flat(one_torch_thread):
     net = _torch_parameter_net((16, 64, 4))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import numbers
 
+from ..tree import map_tree
+
 __all__ = [
     "Callback",
     "DivergenceGuard",
@@ -33,17 +35,15 @@ __all__ = [
 ]
 
 
-def copy_params(xp, params: dict) -> dict:
-    """Real copies of the parameter arrays (a later in-place write or a donated buffer
-    cannot change them)."""
-    return {k: xp.asarray(v, copy=True) for k, v in params.items()}
-
-
 def copy_tree(xp, tree):
-    """Real copies of every array of a nest of dicts (a step state)."""
-    if isinstance(tree, dict):
-        return {k: copy_tree(xp, v) for k, v in tree.items()}
-    return xp.asarray(tree, copy=True)
+    """Real copies of every array of a nest of dicts (a step state, a parameter dict):
+    a later in-place write or a donated buffer cannot change them."""
+    return map_tree(lambda a: xp.asarray(a, copy=True), tree)
+
+
+def copy_params(xp, params: dict) -> dict:
+    """Real copies of the parameter arrays (``copy_tree`` of the parameter dict)."""
+    return copy_tree(xp, params)
 
 
 class Callback:

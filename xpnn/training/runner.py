@@ -336,7 +336,7 @@ class Run:
         n, chunk, data = x.shape[0], self.eval_batch_size, 0.0
         for s in range(0, n, chunk):
             z = net.forward(x[s:s + chunk, :])
-            if not bool(all_finite(xp, {"z": z})):
+            if not bool(all_finite(xp, z)):
                 return " (the network's outputs are NaN or inf)"
             data += float(net.loss_fn.value(z, T[s:s + chunk, :])) * z.shape[0]
         if net.weight_decay and math.isfinite(data):

@@ -37,6 +37,7 @@ from .._validation import _detached
 from ..backend import device_of
 from ..compile import MODES, check_mode, compile_step
 from ..nn import functional
+from ..nn.finite import all_finite, zero_vectors
 from ..optim.transforms import COUNT, checked_parts, elementwise_parts
 from ..tree import map_tree
 
@@ -44,25 +45,6 @@ from ..tree import map_tree
 COUNTER_ROWS = 1024
 
 __all__ = ["Step", "all_finite", "backprop_gradient_fn", "make_step", "numerical_gradient_fn"]
-
-
-def all_finite(xp, params: dict, zeros: dict | None = None):
-    """0-d boolean array: no parameter holds a NaN or inf.
-
-    ``p * 0`` is 0 for finite p and NaN for NaN/inf, so the sum of those products is
-    NaN exactly when some element is not finite (it is 0 otherwise: it cannot overflow
-    for large finite values, and ``total == total`` is the whole test, one comparison
-    where ``isfinite`` is four kernels on PyTorch). With ``zeros`` (a flat zero vector
-    per key, see ``zero_vectors``) the products and their sum are one ``vecdot`` per
-    parameter: one pass, no temporary array."""
-    total = None
-    for key, p in params.items():
-        if zeros is None:
-            s = xp.sum(p * 0.0)
-        else:
-            s = xp.vecdot(p if p.ndim == 1 else xp.reshape(p, (-1,)), zeros[key])
-        total = s if total is None else total + s
-    return total == total
 
 
 class FlatLayout:
@@ -100,14 +82,6 @@ class FlatLayout:
             part = flat[start:stop]
             out[key] = part if len(shape) == 1 else xp.reshape(part, shape)
         return out
-
-
-def zero_vectors(xp, params: dict) -> dict:
-    """A flat zero vector per parameter (its size, dtype and device), for ``all_finite``."""
-    return {
-        key: xp.zeros((math.prod(p.shape),), dtype=p.dtype, device=device_of(p))
-        for key, p in params.items()
-    }
 
 
 def _sorted_tree(tree):
