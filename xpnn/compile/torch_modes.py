@@ -1,13 +1,15 @@
-"""``torch.compile`` for a pure step: the CPU default, and ``mode="reduce-overhead"``
-on CUDA (inductor's fused kernels inside CUDA graphs)."""
+"""``torch.compile`` for a pure step: the CPU default, and on CUDA ``mode="fused"``
+(inductor's fused kernels captured in xpnn's own CUDA graph) and
+``mode="reduce-overhead"`` (inductor's fused kernels inside torch's cudagraph trees)."""
 
 from __future__ import annotations
 
 import warnings
 
 from ..tree import map_tree
+from .cuda_graph import CompileFallbackWarning, CudaGraphStep
 
-__all__ = ["ReduceOverheadStep", "own_code", "torch_compile"]
+__all__ = ["ReduceOverheadStep", "fused_graph_step", "own_code", "torch_compile"]
 
 
 def own_code(fn):
@@ -57,3 +59,30 @@ class ReduceOverheadStep:
     def __call__(self, state, *batch):
         self._mark()
         return map_tree(self._clone, self.compiled(state, *batch))
+
+
+def fused_graph_step(fn, *, capture=None, compiler=None):
+    """``mode="fused"``: ``torch.compile(fn)`` (inductor's default mode: fused Triton
+    kernels, no CUDA graphs of its own; fixed shapes) captured by xpnn's own
+    ``CudaGraphStep``. The warm-up's first call compiles (and autotunes) outside the
+    capture; the capture then records the compiled code's kernels, and a replay runs
+    no Python and no guards at all (``"reduce-overhead"`` checks its guards over the
+    whole state pytree and clones its outputs on every call). A failure anywhere,
+    the compiler's included, leaves no capture open and runs the plain ``fn``
+    eagerly after one ``CompileFallbackWarning``.
+
+    ``capture`` (default ``TorchCapture()``) and ``compiler`` (default
+    ``torch_compile``) are replaced by fakes in tests on the CPU. Returns
+    ``(step, donates)``."""
+    if capture is None:
+        from .cuda_graph import TorchCapture
+
+        capture = TorchCapture()
+    label = f"{capture.name} (mode 'fused': torch.compile)"
+    try:
+        compiled = (torch_compile if compiler is None else compiler)(fn)
+    except Exception as exc:  # torch.compile refuses this Python or this function
+        warnings.warn(f"compile on {label}: torch.compile failed ({type(exc).__name__}: "
+                      f"{exc}); the step runs eagerly", CompileFallbackWarning, stacklevel=3)
+        return fn, False
+    return CudaGraphStep(compiled, capture, plain=fn, label=label), True
