@@ -24,7 +24,11 @@ from xpnn.compile import (
     function_compiler,
 )
 from xpnn.compile.cuda_graph import CudaGraphStep
-from xpnn.compile.torch_modes import fused_graph_step, torch_compile
+from xpnn.compile.torch_modes import (
+    fused_function_compiler,
+    fused_graph_step,
+    torch_compile,
+)
 from xpnn.nn import numerical as N
 from xpnn.training import make_step
 from xpnn.training import step as step_module
@@ -137,15 +141,11 @@ def test_the_step_is_compiled_in_the_warm_up_captured_and_equals_eager(monkeypat
     assert int(s_fused["iteration"]) == 4
 
 
-def test_the_numerical_step_runs_compiled_chunks_inside_the_capture(monkeypatch):
-    """``train(gradient="numerical", compile="fused")`` on CUDA: the numerical
-    gradient's chunk functions compiled by ``function_compiler(..., "fused")``
-    (``torch.compile`` alone) and called inside the step's capture. All compilation
-    happens in the warm-up; the capture calls them with the start offsets made in the
-    warm-up (no host-to-device copy in a capture), the replays too; the steps equal
-    eager (SGD, h=1e-3) to 1e-12 (absolute)."""
+def _numerical_steps(monkeypatch, fused_fn, steps=3):
+    """Eager and fused numerical SGD steps (h=1e-3) of a small net, ``steps`` batches;
+    the chunk functions compiled by ``fused_fn`` (a "fused" ``compile_fn``), each
+    compilation and call recorded with whether the step's capture was running."""
     made = _patch(monkeypatch)
-    fused_fn = function_compiler(torch, CUDA, "fused")
     chunk_compiles, chunk_calls = [], []
 
     def compile_fn(fn, xp, device):
@@ -164,30 +164,60 @@ def test_the_numerical_step_runs_compiled_chunks_inside_the_capture(monkeypatch)
     eager = Step(net, xpnn.SGD(lr=0.1), gradient=numerical_gradient_fn(net, h))
     fused = Step(net, xpnn.SGD(lr=0.1), compile=True,
                  gradient=N.compiled_gradient(net, h, compile_fn, memory_budget=8000))
-    chunks = N.plan(net, 12, 8000)
-    assert len(chunks) > len(net.params)  # several chunks for some parameter
     s_eager, s_fused = eager.init(), fused.init()
     start = host_leaves(s_eager["params"])
-    for xb, Tb in _batches(net, steps=3):
+    for xb, Tb in _batches(net, steps=steps):
         s_eager, s_fused = eager(s_eager, xb, Tb), fused(s_fused, xb, Tb)
     (rec,) = made
-    assert rec.capture.events == ["begin", "end"] and not rec.step.eager
-    # the step's graphs (around the gradient's graph break), in the first call
-    assert rec.compiles and {c for c, _ in rec.compiles} == {False}
-    assert {i for _, i in rec.compiles} == {1}
-    assert chunk_compiles == [False] * len(net.params)  # one per parameter, in warm-up
-    warm = {id(s) for capturing, s in chunk_calls[:2 * len(chunks)] if not capturing}
-    captured = chunk_calls[2 * len(chunks):3 * len(chunks)]
-    assert len(warm) == len(chunks) and all(c for c, _ in captured)
-    assert {id(s) for _, s in captured} == warm  # the warm-up's offsets, reused
-    assert {id(s) for _, s in chunk_calls} == warm
-    assert len(chunk_calls) == 6 * len(chunks)  # 2 warm-ups, the capture, 3 replays
     # absolute, as in test_numerical_compile.py: the biases are ~0.02, and a central
     # difference turns inductor's reordered sums (an ulp of the loss) into 5e-14 here
     a, b = host_leaves(s_fused), host_leaves(s_eager)
     assert max(float(np.max(np.abs(a[k] - b[k]))) for k in a) <= 1e-12
     moved = host_leaves(s_fused["params"])
     assert max(float(np.max(np.abs(moved[k] - start[k]))) for k in start) > 1e-3
+    return rec, N.plan(net, 12, 8000), chunk_compiles, chunk_calls
+
+
+def test_the_numerical_step_runs_compiled_chunks_inside_the_capture(monkeypatch):
+    """``train(gradient="numerical", compile="fused")`` on CUDA: the numerical
+    gradient's chunk functions compiled by ``function_compiler(..., "fused")``
+    (``torch.compile`` alone) and called inside the step's capture. All compilation
+    happens in the warm-up; the capture calls them with the start offsets made in the
+    warm-up (no host-to-device copy in a capture), the replays too; the steps equal
+    eager (SGD, h=1e-3) to 1e-12 (absolute)."""
+    rec, chunks, chunk_compiles, chunk_calls = _numerical_steps(
+        monkeypatch, function_compiler(torch, CUDA, "fused"))
+    assert len(chunks) > 4  # several chunks for some parameter
+    assert rec.capture.events == ["begin", "end"] and not rec.step.eager
+    # the step's graphs (around the gradient's graph break), in the first call
+    assert rec.compiles and {c for c, _ in rec.compiles} == {False}
+    assert {i for _, i in rec.compiles} == {1}
+    assert chunk_compiles == [False] * 4  # one per parameter, in the warm-up
+    warm = {id(s) for capturing, s in chunk_calls[:2 * len(chunks)] if not capturing}
+    captured = chunk_calls[2 * len(chunks):3 * len(chunks)]
+    assert len(warm) == len(chunks) and all(c for c, _ in captured)
+    assert {id(s) for _, s in captured} == warm  # the warm-up's offsets, reused
+    assert {id(s) for _, s in chunk_calls} == warm
+    assert len(chunk_calls) == 6 * len(chunks)  # 2 warm-ups, the capture, 3 replays
+
+
+def test_a_chunk_function_that_fails_to_compile_runs_eagerly_in_the_graph(monkeypatch):
+    """The chunk functions' compiler raises: one CompileFallbackWarning for all of
+    them, they run eagerly, and the step is still compiled and captured (the step's
+    own fallback would call them again and fail again); equal to eager."""
+
+    def broken(gm, example_inputs):
+        raise RuntimeError("inductor cannot fuse this today")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompileFallbackWarning)
+        rec, chunks, _, chunk_calls = _numerical_steps(monkeypatch, fused_function_compiler(
+            compiler=lambda f: torch_compile(f, backend=broken)))
+    fallbacks = [w for w in caught if issubclass(w.category, CompileFallbackWarning)]
+    assert len(fallbacks) == 1
+    assert "inductor cannot fuse this today" in str(fallbacks[0].message)
+    assert rec.capture.events == ["begin", "end"] and not rec.step.eager
+    assert sum(c for c, _ in chunk_calls) == len(chunks)  # called in the capture
 
 
 def test_a_compile_failure_in_the_warm_up_falls_back_with_one_warning(monkeypatch):

@@ -44,7 +44,12 @@ from .cuda_graph import (
     TorchCapture,
 )
 from .cupy_gemm import PlannedMatmuls, nvmath_matmul_class
-from .torch_modes import ReduceOverheadStep, fused_graph_step, torch_compile
+from .torch_modes import (
+    ReduceOverheadStep,
+    fused_function_compiler,
+    fused_graph_step,
+    torch_compile,
+)
 
 __all__ = ["MODES", "CaptureNotEndedError", "CompileFallbackWarning", "compile_step",
            "cupy_graph_step", "function_compiler"]
@@ -78,23 +83,21 @@ def check_mode(mode, xp, device=None) -> None:
                          f"not {name} on {device or 'its default device'}")
 
 
-def _torch_function(fn, xp, device=None):
-    return torch_compile(fn), False
-
-
 def function_compiler(xp, device=None, mode=None):
     """How a compiled step compiles the functions it calls (the numerical gradient's
     chunk functions, ``xpnn.nn.numerical.compiled_gradient``): a ``compile_fn(fn, xp,
     device) -> (compiled, donates)``, or None where the step runs them as they are.
     PyTorch on the CPU: ``compile_step`` (``torch.compile``); PyTorch on CUDA under
-    mode "fused": ``torch.compile`` alone (no capture of its own: the enclosing
-    step's CUDA graph captures the compiled kernels); anything else (JAX traces them
-    with the step, CUDA under "graph" captures them eagerly): None."""
+    mode "fused": ``torch.compile`` alone (``fused_function_compiler``: no capture of
+    its own, the enclosing step's CUDA graph captures the compiled kernels; a
+    function that fails to compile runs eagerly after one warning); anything else
+    (JAX traces them with the step, CUDA under "graph" captures them eagerly):
+    None. A new ``compile_fn`` per call (one per step)."""
     name = backend_name(xp)
     if name != "torch" or mode == "reduce-overhead":
         return None
     if _torch_cuda(name, device):
-        return _torch_function if mode == "fused" else None
+        return fused_function_compiler() if mode == "fused" else None
     return compile_step
 
 

@@ -9,7 +9,8 @@ import warnings
 from ..tree import map_tree
 from .cuda_graph import CompileFallbackWarning, CudaGraphStep
 
-__all__ = ["ReduceOverheadStep", "fused_graph_step", "own_code", "torch_compile"]
+__all__ = ["ReduceOverheadStep", "fused_function_compiler", "fused_graph_step", "own_code",
+           "torch_compile"]
 
 
 def own_code(fn):
@@ -86,3 +87,58 @@ def fused_graph_step(fn, *, capture=None, compiler=None):
                       f"{exc}); the step runs eagerly", CompileFallbackWarning, stacklevel=3)
         return fn, False
     return CudaGraphStep(compiled, capture, plain=fn, label=label), True
+
+
+class _CompiledOrPlain:
+    """``compiled(*args)``, unless its first call raises (the compiler failed): then
+    ``fn(*args)`` from that call on, after a ``CompileFallbackWarning`` (one per
+    ``warned`` list: the functions of one step share it)."""
+
+    def __init__(self, fn, compiled, warned: list):
+        self.fn, self.compiled, self.warned = fn, compiled, warned
+        self.checked = False
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            return self.fn(*args)
+        if self.checked:
+            return self.compiled(*args)
+        try:
+            out = self.compiled(*args)
+        except Exception as exc:
+            self.compiled = None
+            _warn_once(self.warned, exc)
+            return self.fn(*args)
+        self.checked = True
+        return out
+
+
+def _warn_once(warned: list, exc: Exception) -> None:
+    if not warned:
+        warned.append(exc)
+        warnings.warn(f"compile on torch-cuda (mode 'fused'): a function of the step could "
+                      f"not be compiled ({type(exc).__name__}: {exc}); it runs eagerly "
+                      f"inside the step's CUDA graph", CompileFallbackWarning, stacklevel=4)
+
+
+def fused_function_compiler(compiler=None):
+    """The ``compile_fn(fn, xp, device) -> (compiled, donates)`` of mode "fused" for
+    the functions a step calls (the numerical gradient's chunk functions):
+    ``torch.compile(fn)`` with no capture of its own (the step's CUDA graph captures
+    its kernels). The first call of each compiles it (in the step's warm-up); a
+    function that fails to compile runs eagerly from then on, still inside the
+    step's graph, after one ``CompileFallbackWarning`` for all of them (the step's
+    own fallback would run them again, and fail again). ``compiler`` replaces
+    ``torch_compile`` in tests."""
+    compiler = torch_compile if compiler is None else compiler
+    warned: list = []
+
+    def compile_fn(fn, xp=None, device=None):
+        try:
+            compiled = compiler(fn)
+        except Exception as exc:
+            _warn_once(warned, exc)
+            return fn, False
+        return _CompiledOrPlain(fn, compiled, warned), False
+
+    return compile_fn
