@@ -812,11 +812,11 @@ def test_a_failed_capture_under_compile_is_a_warning_not_a_traceback(capsys, tmp
     assert History.load_json(tmp_path / "run" / "history.json").iteration[-1] == 50
 
 
-def test_a_compile_mode_off_cuda_is_a_clear_error(capsys, tmp_path):
-    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile",
-                                               "reduce-overhead"))
+@pytest.mark.parametrize("mode", ["fused", "reduce-overhead"])
+def test_a_compile_mode_off_cuda_is_a_clear_error(capsys, tmp_path, mode):
+    code, _, err = run_cli(capsys, *moons_argv(tmp_path / "o", "--compile", mode))
     assert_one_line_error(code, err)
-    assert "reduce-overhead" in err and "CUDA" in err
+    assert mode in err and "CUDA" in err
 
 
 # -- issue 8.4: the namespace, not its name ------------------------------------------------

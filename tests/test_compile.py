@@ -328,7 +328,7 @@ def test_the_route_refuses_stacks():
 
 def test_modes_are_refused_where_they_do_not_apply():
     net = _net()
-    assert MODES == ("graph", "reduce-overhead")
+    assert MODES == ("graph", "fused", "reduce-overhead")
     for mode in MODES:
         with pytest.raises(ValueError, match="CUDA"):
             make_step(net, xpnn.SGD(lr=0.1), compile=mode)

@@ -33,7 +33,7 @@ def test_the_dry_run_checks_and_reports(tmp_path):
     rows = data["rows"]
     correctness = [r for r in rows if r["kind"] == "correctness"]
     assert len(correctness) == 7 and all(r["ok"] is True for r in correctness)
-    assert "numerical step, compile=True == eager, SGD (float64, seed)" in {
+    assert "numerical step, compile=True == eager, SGD (float64, seed, h=0.001)" in {
         r["check"] for r in correctness}
     assert all(r["value"] <= 1e-12 for r in correctness)
     checks = {r["check"] for r in rows}
@@ -78,14 +78,27 @@ def test_derived_rows_compare_with_pytorch_in_the_same_run():
             dict(gpu_check.row("cupy", "x", 300.0, "us"), key="eager:seed"),
             dict(gpu_check.row("torch-cuda", "x", 134.0, "us"), key="compile=True:seed"),
             dict(gpu_check.row("torch-cuda", "x", 90.0, "us"),
-                 key="compile=reduce-overhead:seed")]
-    derived = {(r["backend"], r["check"].split(",")[0]): r
-               for r in gpu_check.derived_rows(rows, dry_run=False)}
+                 key="compile=reduce-overhead:seed"),
+            dict(gpu_check.row("torch-cuda", "x", 75.0, "us"), key="compile=fused:seed"),
+            dict(gpu_check.row("torch-cuda", "x", 272.0, "us"), key="compile=True:wide"),
+            dict(gpu_check.row("torch-cuda", "x", 494.0, "us"),
+                 key="compile=reduce-overhead:wide"),
+            dict(gpu_check.row("torch-cuda", "x", 2706.0, "us"), key="numgrad:compiled"),
+            dict(gpu_check.row("torch-cuda", "x", 400.0, "us"),
+                 key="numgrad:compile=fused")]
+    out = gpu_check.derived_rows(rows, dry_run=False)
+    derived = {(r["backend"], r["check"]): r for r in out}
     assert derived[("torch-cuda", "eager seed step <= PyTorch eager autograd (same run)")][
         "ok"] is False
     assert derived[("cupy", "eager seed step <= PyTorch eager autograd (same run)")]["ok"]
-    assert "reduce-overhead: graph 134.0" in derived[
-        ("torch-cuda", "faster torch compile mode")]["note"]
+    fastest = {r["check"].split(", ")[1]: r for r in out
+               if r["check"].startswith("fastest torch compile mode")}
+    assert fastest.keys() == {"seed", "wide", "numerical step"}
+    assert fastest["seed"]["value"] == 75.0 and fastest["seed"]["note"] == (
+        "fused: graph 134.0 us, fused 75.0 us, reduce-overhead 90.0 us")
+    assert fastest["wide"]["note"] == (  # a mode not timed is left out
+        "graph (the default): graph 272.0 us, reduce-overhead 494.0 us")
+    assert fastest["numerical step"]["note"] == "fused: graph 2,706.0 us, fused 400.0 us"
 
 
 @pytest.mark.parametrize("wanted,has_jax", [("numpy,torch-cuda", False), ("jax", True),

@@ -289,10 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed (>= 0) of the initial weights, the batch order, the toy data "
                         "and the sign-language train/test split")
     g.add_argument("--compile", nargs="?", const=True, default=False,
-                   choices=("graph", "reduce-overhead"), metavar="MODE",
+                   choices=("graph", "fused", "reduce-overhead"), metavar="MODE",
                    help="compile the training step with the backend's compiler "
                         "(xpnn.train(compile=True)); on CUDA optionally a MODE: graph "
-                        "(the default there) or reduce-overhead (PyTorch only)")
+                        "(the default there), fused or reduce-overhead (PyTorch only)")
     g.add_argument("--eval-every", type=argtypes.positive_int, default=None, metavar="ITERS",
                    help="evaluate train/test loss and accuracy every ITERS iterations "
                         "(default: the trainer's: once per epoch; full-batch runs: 100 "

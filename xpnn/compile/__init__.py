@@ -14,6 +14,9 @@ PyTorch, CPU         ``torch.compile(fn)`` (one graph; lr and counters are 0-d
                      tensors in the state, so nothing retraces)
 PyTorch, CUDA        ``mode="graph"`` (the default): ``fn`` captured once as a
                      CUDA graph over preallocated buffers (``cuda_graph``);
+                     ``mode="fused"``: ``torch.compile(fn)`` (inductor's fused
+                     kernels), compiled in the warm-up, then captured the same
+                     way (``torch_modes.fused_graph_step``);
                      ``mode="reduce-overhead"``: ``torch.compile(fn,
                      mode="reduce-overhead")`` (``torch_modes``)
 CuPy                 a CUDA graph as on PyTorch, its matrix products routed
@@ -41,14 +44,19 @@ from .cuda_graph import (
     TorchCapture,
 )
 from .cupy_gemm import PlannedMatmuls, nvmath_matmul_class
-from .torch_modes import ReduceOverheadStep, torch_compile
+from .torch_modes import (
+    ReduceOverheadStep,
+    fused_function_compiler,
+    fused_graph_step,
+    torch_compile,
+)
 
 __all__ = ["MODES", "CaptureNotEndedError", "CompileFallbackWarning", "compile_step",
-           "cupy_graph_step"]
+           "cupy_graph_step", "function_compiler"]
 
 #: ``mode`` values of ``compile_step`` (``compile=`` of ``make_step`` / ``train``);
 #: None (``compile=True``) is the backend's default, "graph" on CUDA.
-MODES = ("graph", "reduce-overhead")
+MODES = ("graph", "fused", "reduce-overhead")
 
 
 def _torch_cuda(name: str, device) -> bool:
@@ -68,10 +76,29 @@ def check_mode(mode, xp, device=None) -> None:
     if mode == "graph" and not (cuda_torch or name == "cupy"):
         raise ValueError("compile mode 'graph' (a CUDA graph) needs CuPy or PyTorch on a "
                          f"CUDA device, not {name} on {device or 'its default device'}")
-    if mode == "reduce-overhead" and not cuda_torch:
-        raise ValueError("compile mode 'reduce-overhead' (torch.compile with CUDA graphs) "
-                         f"needs PyTorch on a CUDA device, not {name} on "
-                         f"{device or 'its default device'}")
+    what = {"reduce-overhead": "torch.compile with CUDA graphs",
+            "fused": "torch.compile captured in a CUDA graph"}.get(mode)
+    if what is not None and not cuda_torch:
+        raise ValueError(f"compile mode {mode!r} ({what}) needs PyTorch on a CUDA device, "
+                         f"not {name} on {device or 'its default device'}")
+
+
+def function_compiler(xp, device=None, mode=None):
+    """How a compiled step compiles the functions it calls (the numerical gradient's
+    chunk functions, ``xpnn.nn.numerical.compiled_gradient``): a ``compile_fn(fn, xp,
+    device) -> (compiled, donates)``, or None where the step runs them as they are.
+    PyTorch on the CPU: ``compile_step`` (``torch.compile``); PyTorch on CUDA under
+    mode "fused": ``torch.compile`` alone (``fused_function_compiler``: no capture of
+    its own, the enclosing step's CUDA graph captures the compiled kernels; a
+    function that fails to compile runs eagerly after one warning); anything else
+    (JAX traces them with the step, CUDA under "graph" captures them eagerly):
+    None. A new ``compile_fn`` per call (one per step)."""
+    name = backend_name(xp)
+    if name != "torch" or mode == "reduce-overhead":
+        return None
+    if _torch_cuda(name, device):
+        return fused_function_compiler() if mode == "fused" else None
+    return compile_step
 
 
 def cupy_graph_step(fn, matmul_hooks=(), *, capture=None, matmul_class=None, stream=None):
@@ -94,7 +121,7 @@ def cupy_graph_step(fn, matmul_hooks=(), *, capture=None, matmul_class=None, str
 
 def compile_step(fn, xp, device=None, *, mode=None, matmul_hooks=()):
     """Compile a pure step ``fn(state, *batch) -> state`` for ``xp``'s backend (see the
-    module doc). ``mode``: None (the default per backend), "graph" or
+    module doc). ``mode``: None (the default per backend), "graph", "fused" or
     "reduce-overhead" (``MODES``; a ValueError where it does not apply).
     ``matmul_hooks``: objects with a ``matmul`` attribute that ``fn`` multiplies
     through (the step's ``xpnn.nn.Affine``), rerouted for CuPy's capture.
@@ -110,6 +137,8 @@ def compile_step(fn, xp, device=None, *, mode=None, matmul_hooks=()):
     if _torch_cuda(name, device):
         if mode == "reduce-overhead":
             return ReduceOverheadStep(fn), False
+        if mode == "fused":
+            return fused_graph_step(fn)
         return CudaGraphStep(fn, TorchCapture()), True
     if name == "torch":
         return torch_compile(fn), False

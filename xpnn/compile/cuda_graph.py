@@ -257,12 +257,19 @@ class CudaGraphStep:
              the step's ``Affine`` blocks go through planned nvmath ``Matmul`` objects);
              restored afterwards. The replayed graph holds the routed kernels.
 
+    plain    what runs after a fallback (default ``fn``): the uncompiled step when
+             ``fn`` is a compiled function (mode "fused": ``torch.compile(step)``,
+             whose compiler runs in the warm-up and may be what failed)
+    label    how the warning names the step (default the capture's name)
+
     After a failed warm-up or capture, ``eager`` is True, ``fallback`` holds the cause,
-    and every call runs ``fn`` itself.
+    and every call runs ``plain``.
     """
 
-    def __init__(self, fn, capture: Capture, hooks=None):
+    def __init__(self, fn, capture: Capture, hooks=None, *, plain=None, label=None):
         self.fn, self.capture, self.hooks = fn, capture, hooks
+        self.plain = fn if plain is None else plain
+        self.label = capture.name if label is None else label
         self.graph = self.state = self.batch = None
         self._bufs = ()  # leaves(self.state), walked once at build, not per call
         self.eager = False
@@ -287,13 +294,13 @@ class CudaGraphStep:
         self._bufs = ()
         self.eager, self.fallback = True, exc
         warnings.warn(
-            f"compile on {self.capture.name}: the CUDA graph could not be built "
+            f"compile on {self.label}: the CUDA graph could not be built "
             f"({type(exc).__name__}: {exc}); the step runs eagerly (no capture was left "
             f"open: the process is unaffected)", CompileFallbackWarning, stacklevel=4)
 
     def __call__(self, state, *batch):
         if self.eager:
-            return self.fn(state, *batch)
+            return self.plain(state, *batch)
         if self.graph is None:
             try:
                 self._build(state, batch)
@@ -301,7 +308,7 @@ class CudaGraphStep:
                 raise
             except Exception as exc:
                 self._fall_back(exc)
-                return self.fn(state, *batch)
+                return self.plain(state, *batch)
         copy = self.capture.copy
         for dst, src in zip(self._bufs, leaves(state), strict=True):
             copy(dst, src)

@@ -1,13 +1,16 @@
-"""``torch.compile`` for a pure step: the CPU default, and ``mode="reduce-overhead"``
-on CUDA (inductor's fused kernels inside CUDA graphs)."""
+"""``torch.compile`` for a pure step: the CPU default, and on CUDA ``mode="fused"``
+(inductor's fused kernels captured in xpnn's own CUDA graph) and
+``mode="reduce-overhead"`` (inductor's fused kernels inside torch's cudagraph trees)."""
 
 from __future__ import annotations
 
 import warnings
 
 from ..tree import map_tree
+from .cuda_graph import CompileFallbackWarning, CudaGraphStep
 
-__all__ = ["ReduceOverheadStep", "own_code", "torch_compile"]
+__all__ = ["ReduceOverheadStep", "fused_function_compiler", "fused_graph_step", "own_code",
+           "torch_compile"]
 
 
 def own_code(fn):
@@ -57,3 +60,85 @@ class ReduceOverheadStep:
     def __call__(self, state, *batch):
         self._mark()
         return map_tree(self._clone, self.compiled(state, *batch))
+
+
+def fused_graph_step(fn, *, capture=None, compiler=None):
+    """``mode="fused"``: ``torch.compile(fn)`` (inductor's default mode: fused Triton
+    kernels, no CUDA graphs of its own; fixed shapes) captured by xpnn's own
+    ``CudaGraphStep``. The warm-up's first call compiles (and autotunes) outside the
+    capture; the capture then records the compiled code's kernels, and a replay runs
+    no Python and no guards at all (``"reduce-overhead"`` checks its guards over the
+    whole state pytree and clones its outputs on every call). A failure anywhere,
+    the compiler's included, leaves no capture open and runs the plain ``fn``
+    eagerly after one ``CompileFallbackWarning``.
+
+    ``capture`` (default ``TorchCapture()``) and ``compiler`` (default
+    ``torch_compile``) are replaced by fakes in tests on the CPU. Returns
+    ``(step, donates)``."""
+    if capture is None:
+        from .cuda_graph import TorchCapture
+
+        capture = TorchCapture()
+    label = f"{capture.name} (mode 'fused': torch.compile)"
+    try:
+        compiled = (torch_compile if compiler is None else compiler)(fn)
+    except Exception as exc:  # torch.compile refuses this Python or this function
+        warnings.warn(f"compile on {label}: torch.compile failed ({type(exc).__name__}: "
+                      f"{exc}); the step runs eagerly", CompileFallbackWarning, stacklevel=3)
+        return fn, False
+    return CudaGraphStep(compiled, capture, plain=fn, label=label), True
+
+
+class _CompiledOrPlain:
+    """``compiled(*args)``, unless its first call raises (the compiler failed): then
+    ``fn(*args)`` from that call on, after a ``CompileFallbackWarning`` (one per
+    ``warned`` list: the functions of one step share it)."""
+
+    def __init__(self, fn, compiled, warned: list):
+        self.fn, self.compiled, self.warned = fn, compiled, warned
+        self.checked = False
+
+    def __call__(self, *args):
+        if self.compiled is None:
+            return self.fn(*args)
+        if self.checked:
+            return self.compiled(*args)
+        try:
+            out = self.compiled(*args)
+        except Exception as exc:
+            self.compiled = None
+            _warn_once(self.warned, exc)
+            return self.fn(*args)
+        self.checked = True
+        return out
+
+
+def _warn_once(warned: list, exc: Exception) -> None:
+    if not warned:
+        warned.append(exc)
+        warnings.warn(f"compile on torch-cuda (mode 'fused'): a function of the step could "
+                      f"not be compiled ({type(exc).__name__}: {exc}); it runs eagerly "
+                      f"inside the step's CUDA graph", CompileFallbackWarning, stacklevel=4)
+
+
+def fused_function_compiler(compiler=None):
+    """The ``compile_fn(fn, xp, device) -> (compiled, donates)`` of mode "fused" for
+    the functions a step calls (the numerical gradient's chunk functions):
+    ``torch.compile(fn)`` with no capture of its own (the step's CUDA graph captures
+    its kernels). The first call of each compiles it (in the step's warm-up); a
+    function that fails to compile runs eagerly from then on, still inside the
+    step's graph, after one ``CompileFallbackWarning`` for all of them (the step's
+    own fallback would run them again, and fail again). ``compiler`` replaces
+    ``torch_compile`` in tests."""
+    compiler = torch_compile if compiler is None else compiler
+    warned: list = []
+
+    def compile_fn(fn, xp=None, device=None):
+        try:
+            compiled = compiler(fn)
+        except Exception as exc:
+            _warn_once(warned, exc)
+            return fn, False
+        return _CompiledOrPlain(fn, compiled, warned), False
+
+    return compile_fn

@@ -481,14 +481,17 @@ def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
     * JAX: a pure function whose chunks of a parameter run as one ``jax.lax.map``
       over their start offsets: jit it (``make_step(..., compile=True)`` jits the
       whole step around it) and each parameter's chunk function is traced once.
-    * PyTorch on the CPU: each parameter's chunk function compiled once by
-      ``compile_fn`` (``xpnn.compile.compile_step``: ``torch.compile``, fixed shapes,
-      the start a 0-d tensor, so nothing retraces); the loop over chunks runs
-      eagerly and is hidden from an enclosing ``torch.compile`` (a graph break).
-    * Anything else (NumPy, array-api-strict, CUDA): the eager gradient on one
-      ``Workspace`` kept by the function; on CUDA a compiled step captures it whole
-      in its CUDA graph (fixed shapes, no host synchronisation, the workspace
-      allocated while warming up).
+    * PyTorch with a ``compile_fn`` (``xpnn.compile.function_compiler``: on the CPU,
+      and on CUDA under compile mode "fused"): each parameter's chunk function
+      compiled once by ``compile_fn`` (``torch.compile``, fixed shapes, the start a
+      0-d tensor, so nothing retraces; the starts made once and reused, so a CUDA
+      graph around the gradient captures no host-to-device copy); the loop over
+      chunks runs eagerly and is hidden from an enclosing ``torch.compile`` (a graph
+      break). On CUDA the compiled step's graph captures the chunks' fused kernels.
+    * Anything else (NumPy, array-api-strict, CUDA under mode "graph"): the eager
+      gradient on one ``Workspace`` kept by the function; on CUDA a compiled step
+      captures it whole in its CUDA graph (fixed shapes, no host synchronisation,
+      the workspace allocated while warming up).
 
     The values are those of ``mlp_numerical_gradient`` up to the compiler's rounding.
     """
@@ -527,23 +530,23 @@ def compiled_gradient(net, h: float, compile_fn=None, memory_budget=None):
 
         return gradient
 
-    if net.backend == "torch" and in_host_memory(xp, net.device) and compile_fn is not None:
+    if net.backend == "torch" and compile_fn is not None:
         import torch
 
-        compiled = {}
+        compiled = {}  # (key, width, n) -> (compiled chunk function, its start offsets)
 
         @torch.compiler.disable
         def gradient(params, x, T):
             cache = forward_cache(net, x, params)
             parts = {}
             for key, width, count, n in shapes(params, x):
-                fn = compiled.get((key, width, n))
+                fn, starts = compiled.get((key, width, n), (None, None))
                 if fn is None:
-                    fn = compiled[(key, width, n)] = compile_fn(
-                        differences(key, width, n, h), xp, net.device)[0]
-                pieces = [fn((params, cache), x, T,
-                             xp.asarray(k * width, device=device_of(x)))
-                          for k in range(count)]
+                    fn = compile_fn(differences(key, width, n, h), xp, net.device)[0]
+                    starts = [xp.asarray(k * width, device=device_of(x))
+                              for k in range(count)]
+                    compiled[(key, width, n)] = fn, starts
+                pieces = [fn((params, cache), x, T, start) for start in starts]
                 g = xp.concat(pieces) if count > 1 else pieces[0]
                 parts[key] = [g[:n]]
             return assemble(net, parts, params)

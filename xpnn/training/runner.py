@@ -501,8 +501,8 @@ def train(
     log              where messages go (default print)
     compile          compile the step for the backend (``xpnn.compile.compile_step``:
                      jax.jit, torch.compile, CUDA graphs); needs an ``xpnn.optim``
-                     optimiser. True, or on CUDA a mode: "graph" (the default there)
-                     or "reduce-overhead" (PyTorch's torch.compile mode). With
+                     optimiser. True, or on CUDA a mode: "graph" (the default there),
+                     "fused" or "reduce-overhead" (PyTorch's torch.compile modes). With
                      gradient='numerical' the batched gradient is compiled too
                      (``xpnn.nn.numerical.compiled_gradient``), not with an executor
     comm             None (one process) or a communicator (see the module docstring)

@@ -35,7 +35,7 @@ import array_api_compat
 
 from .._validation import _detached
 from ..backend import device_of
-from ..compile import MODES, check_mode, compile_step
+from ..compile import MODES, check_mode, compile_step, function_compiler
 from ..nn import functional
 from ..nn.finite import all_finite, zero_vectors
 from ..optim.transforms import COUNT, checked_parts, elementwise_parts
@@ -110,15 +110,17 @@ def numerical_gradient_fn(net, h: float, executor=None, compile=False):
     """(params, x, T) -> the batched central-difference gradient with step ``h`` (its
     chunks computed on ``executor``'s workers when given). With ``compile`` a pure
     function of params in the form the backend's compiler takes
-    (``xpnn.nn.numerical.compiled_gradient``, through ``compile_step``), for a step
-    made with ``compile=True``."""
+    (``xpnn.nn.numerical.compiled_gradient``, its chunk functions compiled by
+    ``xpnn.compile.function_compiler``), for a step made with the same ``compile``
+    (True or a mode)."""
     if compile:
         if executor is not None:
             raise ValueError("compile=True with an executor is not supported: the chunks "
                              "run on other workers, outside the compiled step")
         from ..nn.numerical import compiled_gradient
 
-        return compiled_gradient(net, h, compile_step)
+        mode = compile if isinstance(compile, str) else None
+        return compiled_gradient(net, h, function_compiler(net.xp, net.device, mode))
     return _with_params(
         net, lambda x, T: net.numerical_gradient_prepared(x, T, h, executor=executor))
 
@@ -182,7 +184,8 @@ class Step:
     compile    False: plain Python; True: compiled per backend (``xpnn.compile.
                compile_step``: jax.jit, torch.compile, CUDA graphs; NumPy unchanged);
                or a mode of ``xpnn.compile.MODES`` on CUDA: "graph" (True's choice
-               there), "reduce-overhead" (torch.compile's CUDA graphs, PyTorch only)
+               there), "fused" (torch.compile's kernels in xpnn's CUDA graph) or
+               "reduce-overhead" (torch.compile's CUDA graphs); both PyTorch only
     comm       None, or a communicator whose ``allreduce_mean(grads, weight)`` averages
                each rank's gradient (weight: the rank's rows in the batch); eager only
     gradient   (params, x, T) -> grads; default backprop (``backprop_gradient_fn``)
