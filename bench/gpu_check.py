@@ -310,8 +310,8 @@ def numgrad_tolerance(loss: float, h: float, n_rows: int) -> float:
     reductions sum in other orders. Summed in any order, n_rows terms of a few roundings
     each agree to at most ``4 * n_rows`` ulps of max(|L|, 1); the difference of two
     such losses, divided by 2h, is then off by 2 * 4 * n_rows * eps * max(|L|, 1) / (2h)
-    = 4 * n_rows * eps * max(|L|, 1) / h. The seed net at h=1e-4, L~2.3, 100 rows:
-    2.0e-9. A larger difference is not rounding: a wrong value somewhere."""
+    = 4 * n_rows * eps * max(|L|, 1) / h. The seed net at h=1e-5, L~2.3, 100 rows:
+    2.0e-8. A larger difference is not rounding: a wrong value somewhere."""
     eps = 2.0 ** -52
     return 4 * n_rows * eps * max(abs(loss), 1.0) / h
 

@@ -147,7 +147,7 @@ def test_numerical_rows_tell_a_wrong_compiled_gradient_from_rounding(monkeypatch
     names = [c for c in rows if c.startswith("numerical gradient")]
     assert len(names) == 3 and all(rows[c]["ok"] is True for c in names)
     tol = float(rows[names[0]]["target"].split()[-1])
-    # the bound of the doc: 4 * N * eps * |L| / h (8 rows, |L| ~ log 3, h = 1e-4)
+    # the bound of the doc: 4 * N * eps * |L| / h (8 rows, |L| ~ log 3, h = 1e-5)
     assert 1e-10 < tol < 1e-9
 
     plain = step_module.numerical_gradient_fn
