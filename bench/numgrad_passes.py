@@ -126,7 +126,8 @@ def main(argv=None) -> int:
             "n": len(v)}
         for k, v in result["times"].items()}
     for k, m in result["medians_s"].items():
-        print(f"{k:24s} wall {m['wall'] * 1e3:8.1f} ms   cpu {m['cpu'] * 1e3:8.1f} ms  (n={m['n']})")
+        print(f"{k:24s} wall {m['wall'] * 1e3:8.1f} ms   cpu {m['cpu'] * 1e3:8.1f} ms"
+              f"  (n={m['n']})")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

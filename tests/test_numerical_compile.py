@@ -327,8 +327,8 @@ def _fake_cupy_namespace(monkeypatch, xp):
     where CuPy's module takes them (``clip``, whose boolean-mask assignment reads the
     mask on the host), and arrays that refuse host reads and bare products during a
     capture (``_Guarded``, from every creation function)."""
-    from array_api_compat.common import _aliases
     from array_api_compat._internal import get_xp
+    from array_api_compat.common import _aliases
 
     monkeypatch.setattr(xp, "clip", get_xp(np)(_aliases.clip))
     for name in _CREATE:

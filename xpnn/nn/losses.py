@@ -5,8 +5,10 @@ loss value, its gradient with respect to the logits and the accuracy.
 Each takes the last affine layer's output ``z`` (logits, or raw values for ``mse``)
 and encoded targets ``T`` of the same shape (N, C), and returns the batch mean.
 ``value`` also works on stacks ``z`` of shape (..., N, C) with one ``T`` (N, C),
-returning one loss per leading index: that is what the batched numerical gradient
-evaluates.
+returning one loss per leading index, and ``rank1_value`` takes the stack as an
+(N, C) array and P rank-1 updates of it: that is what the batched numerical gradient
+evaluates. Every product goes through ``self.matmul`` (2-D), which a compiled CuPy
+step swaps for a capturable GEMM, as ``xpnn.nn.Affine.matmul``.
 
 The plain functions ``softmax_cross_entropy``, ``binary_cross_entropy`` and ``mse``
 take (z, t) arrays directly.

@@ -14,6 +14,11 @@ every parameter of an MLP, but evaluates many perturbed losses at once. Perturbi
   reaches the next pre-activation as the rank-1 update ``a_{l+1} + dz W_{l+1}[j, :]``;
 * only the layers above are recomputed, for a stack of P perturbations at once
   ((P*N, d) @ W: one large product instead of P small forwards).
+* where that update lands on the logits (the last two layers' parameters), the loss
+  takes it as it is (``Loss.rank1_value``): softmax cross-entropy then makes four
+  passes over the (P, N, C) stack (the update's multiply and add, exp, row sums),
+  its shift folded into the unperturbed logits and its target logit computed from
+  (N, C) and (P, C) arrays.
 
 A bias ``b_l[j]`` is the same with ``x_{l-1}[:, i]`` replaced by ones. The
 weight-decay term's central difference is exactly ``weight_decay * W``, so it is
