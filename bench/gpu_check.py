@@ -19,12 +19,13 @@ JAX one (the float64 checks). Per backend:
   the seed net (784-50-10, batch 100) and the wide net (784-1024-1024-10, batch 256);
   on torch-cuda also ``compile="fused"`` and ``compile="reduce-overhead"``, PyTorch's
   own eager autograd step and its CUDA-graphed step;
-* the batched numerical gradient of the seed net (float64), eager, and the numerical
-  step under ``compile=True`` where the step compiles (on torch-cuda also under
-  ``compile="fused"``, its chunk functions compiled by inductor inside the graph):
-  equal to the eager step to ``NUMGRAD_TOL`` over 3 steps (a CUDA graph on the GPU),
-  then timed; the chunk budget the numerical gradient plans from the device's free
-  memory (information);
+* the batched numerical gradient of the seed net (float64): one gradient, eager and
+  compiled as each numerical step's ``compile=`` compiles it (True; on torch-cuda also
+  "fused", its chunk functions compiled by inductor inside the graph; a CUDA graph on
+  the GPU), each against a host NumPy float64 reference and against each other,
+  within the central difference's rounding bound (``numgrad_tolerance``); then the
+  eager gradient and the compiled numerical steps timed; the chunk budget the
+  numerical gradient plans from the device's free memory (information);
 * once (torch-cuda, else the first GPU backend): the 10,000-iteration
   numerical-gradient MNIST run (float64, batch 100, SGD 0.1), needs ``XPNN_DATA_DIR``.
 
@@ -93,7 +94,7 @@ def _value(r) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.3g}" if r["unit"] in ("", "rel") else f"{v:,.1f}"
+        return f"{v:.3g}" if r["unit"] in ("", "rel", "abs") else f"{v:,.1f}"
     return str(v)
 
 
@@ -299,56 +300,106 @@ def _numerical_step(net, spec, compile, h=None):
                 gradient=numerical_gradient_fn(net, h or net.default_h(), compile=compile))
 
 
-#: the numerical gradient divides rounding differences by 2h: a compiled numerical
-#: step (reordered sums: jit, inductor, CuPy's routed GEMMs) matches the eager one to
-#: this, not to TOL, and only at a step h where an ulp of the loss is far below it:
-#: at the default 1e-5, eps*|L|/(2h) ~ 1e-11 made 1e-8 relative to the small bias
-#: entries (torch and jax, CPU dry run; 1.1e-7 on jax on the H200); at NUMGRAD_CHECK_H
-#: (as in tests/test_numerical_compile.py) it is ~1e-13. The timings use the default h.
-NUMGRAD_TOL = 1e-9
-NUMGRAD_CHECK_H = 1e-3
+def numgrad_tolerance(loss: float, h: float, n_rows: int) -> float:
+    """How far apart two correct float64 numerical gradients may be (absolute, per
+    element), when they differ only in rounding.
+
+    g = (L(+h) - L(-h)) / (2h), and each L is a mean over ``n_rows`` per-row terms
+    (log-sum-exp less the target logit), each within a few ulps of |L|-sized values:
+    exp/log kernels (CUDA's, XLA's, NumPy's) differ by up to 1-2 ulps, GEMMs and
+    reductions sum in other orders. Summed in any order, n_rows terms of a few roundings
+    each agree to at most ``4 * n_rows`` ulps of max(|L|, 1); the difference of two
+    such losses, divided by 2h, is then off by 2 * 4 * n_rows * eps * max(|L|, 1) / (2h)
+    = 4 * n_rows * eps * max(|L|, 1) / h. The seed net at h=1e-5, L~2.3, 100 rows:
+    2.0e-8. A larger difference is not rounding: a wrong value somewhere."""
+    eps = 2.0 ** -52
+    return 4 * n_rows * eps * max(abs(loss), 1.0) / h
 
 
-def check_numerical_compiled(target, repeat_steps=3) -> list:
-    """The numerical step under ``compile=True`` (a CUDA graph on the GPU) against the
-    eager one, and the chunk budget the numerical gradient plans from device memory."""
+def _max_abs(a: dict, b: dict) -> float:
+    import numpy as np
+
+    return max(float(np.max(np.abs(a[k] - b[k]), initial=0.0)) for k in b)
+
+
+def check_numerical_compiled(target) -> list:
+    """One numerical gradient of the seed net (float64, same parameters and batch),
+    eager and compiled (as ``Step(compile=mode)`` runs it, for each of
+    ``_numerical_modes``: jax.jit, torch.compile, a CUDA graph on the GPU, the products
+    on CuPy through the GEMM route), each against a host NumPy float64 reference (the
+    batched gradient on NumPy) and against each other, within ``numgrad_tolerance``:
+    a GPU run says whether compiled is wrong or only rounds differently. Plus the
+    chunk budget the gradient plans from device memory."""
     import benchcommon as bc
 
+    import xpnn
     from xpnn.backend import free_memory
+    from xpnn.compile import compile_step
     from xpnn.nn.numerical import _budget
+    from xpnn.training.step import numerical_gradient_fn
 
     spec = NETS["seed"]
     out = []
+    eager_check = "numerical gradient, eager vs NumPy reference (float64, seed)"
+    try:
+        host = bc.Target("numpy", "numpy", None, False)
+        ref_net, xr, Tr = bc.problem(spec, host, "float64")
+        h = ref_net.default_h()
+        ref = {k: xpnn.to_numpy(v) for k, v in
+               numerical_gradient_fn(ref_net, h)(ref_net.params, xr, Tr).items()}
+        tol = numgrad_tolerance(float(ref_net.loss_prepared(xr, Tr)), h, spec.batch)
+        net, x, T = bc.problem(spec, target, "float64")
+        eager = {k: xpnn.to_numpy(v)
+                 for k, v in numerical_gradient_fn(net, h)(net.params, x, T).items()}
+    except Exception as exc:
+        return [row(target.id, eager_check, None, "", "", False, "error",
+                    f"{type(exc).__name__}: {exc}")]
+    note = (f"max |a - b| over the elements; rounding bound 4*N*eps*|L|/h "
+            f"(N={spec.batch}, h={h:g}, |g| <= "
+            f"{max(float(abs(v).max()) for v in ref.values()):.3g})")
+    text = f"<= {tol:.2g}"
+    err = _max_abs(eager, ref)
+    out.append(row(target.id, eager_check, err, "abs", text, err <= tol, "correctness",
+                   note))
     for mode in _numerical_modes(target):
-        check = (f"numerical step, compile={mode!r} == eager, SGD (float64, seed, "
-                 f"h={NUMGRAD_CHECK_H:g})")
+        checks = (f"numerical gradient, compile={mode!r} vs NumPy reference (float64, seed)",
+                  f"numerical gradient, compile={mode!r} vs eager (float64, seed)")
         try:
-            states = []
+            grad = numerical_gradient_fn(net, h, compile=mode)
+
+            def fn(state, x, T, grad=grad):  # the gradient as a step the backend compiles
+                return {"params": state["params"], "grad": grad(state["params"], x, T)}
+
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                for compile in (False, mode):
-                    net, _, _ = bc.problem(spec, target, "float64")
-                    step = _numerical_step(net, spec, compile, h=NUMGRAD_CHECK_H)
-                    state = step.init()
-                    for seed in range(repeat_steps):
-                        _, x, T = bc.problem(spec, target, "float64", seed=seed)
-                        state = step(state, x, T)
-                    states.append(state)
+                compiled, _ = compile_step(fn, net.xp, net.device,
+                                           mode=None if mode is True else mode,
+                                           matmul_hooks=(net.arch.affine, net.loss_fn))
+                for _ in range(2):  # the first call builds (a CUDA graph), then a replay
+                    # a fresh state each call: jax.jit donates it
+                    state = {"params": {k: net.xp.asarray(v, copy=True)
+                                        for k, v in net.params.items()},
+                             "grad": {k: net.xp.zeros_like(v)
+                                      for k, v in net.params.items()}}
+                    got = {k: xpnn.to_numpy(v)
+                           for k, v in compiled(state, x, T)["grad"].items()}
             fallback = _compile_warnings(caught)
-            err = _max_rel(states[1], states[0])
-            ok = err <= NUMGRAD_TOL if not fallback or err > NUMGRAD_TOL else None
-            out.append(row(target.id, check, err, "rel", f"<= {NUMGRAD_TOL:g}", ok,
-                           "correctness",
-                           f"fell back to eager: {fallback}" if fallback else ""))
-            if mode is True:
-                free = free_memory(net.xp, net.device)
-                out.append(row(target.id,
-                               "numerical-gradient chunk budget (from free memory)",
-                               _budget(net, None), "bytes", "", None, "info",
-                               f"free memory {free:,} bytes" if free else "host budget"))
+            for check, b in zip(checks, (ref, eager), strict=True):
+                err = _max_abs(got, b)
+                ok, row_note = err <= tol, note
+                if fallback:  # an eager fallback proves nothing about the compiled one
+                    ok, row_note = (None if ok else False), f"fell back to eager: {fallback}"
+                out.append(row(target.id, check, err, "abs", text, ok, "correctness",
+                               row_note))
         except Exception as exc:
-            out.append(row(target.id, check, None, "", f"<= {NUMGRAD_TOL:g}", False,
-                           "error", f"{type(exc).__name__}: {exc}"))
+            done = {r["check"] for r in out}
+            out += [row(target.id, check, None, "", text, False, "error",
+                        f"{type(exc).__name__}: {exc}") for check in checks
+                    if check not in done]
+    free = free_memory(net.xp, net.device)
+    out.append(row(target.id, "numerical-gradient chunk budget (from free memory)",
+                   _budget(net, None), "bytes", "", None, "info",
+                   f"free memory {free:,} bytes" if free else "host budget"))
     return out
 
 

@@ -32,9 +32,11 @@ def test_the_dry_run_checks_and_reports(tmp_path):
     data = json.loads(report.read_text())
     rows = data["rows"]
     correctness = [r for r in rows if r["kind"] == "correctness"]
-    assert len(correctness) == 7 and all(r["ok"] is True for r in correctness)
-    assert "numerical step, compile=True == eager, SGD (float64, seed, h=0.001)" in {
-        r["check"] for r in correctness}
+    assert len(correctness) == 9 and all(r["ok"] is True for r in correctness)
+    numgrad = [r for r in correctness if r["check"].startswith("numerical gradient")]
+    assert [r["check"].split(",")[1].strip() for r in numgrad] == [
+        "eager vs NumPy reference (float64", "compile=True vs NumPy reference (float64",
+        "compile=True vs eager (float64"]
     assert all(r["value"] <= 1e-12 for r in correctness)
     checks = {r["check"] for r in rows}
     for name in ("eager step, seed 12-6-3 b8", "compile=True step, wide 12-10-10-3 b16",
@@ -128,3 +130,41 @@ def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
     kept = [r for r in data["rows"] if r["check"] != "worker"]
     assert match[1] != "all"
     assert bool(kept) == (match[1] != "nothing"), (match[1], kept)
+
+
+def test_numerical_rows_tell_a_wrong_compiled_gradient_from_rounding(monkeypatch):
+    """The numerical-gradient rows on the NumPy worker: eager and compiled within the
+    rounding bound of the reference (here identical); a compiled gradient off by 10
+    such bounds in one element fails its two rows and leaves the eager row passing, so
+    a GPU run says which side is wrong."""
+    import benchcommon as bc
+
+    from xpnn.training import step as step_module
+
+    gpu_check.NETS.update(gpu_check._nets(dry_run=True))
+    target = bc.Target("numpy", "numpy", None, False)
+    rows = {r["check"]: r for r in gpu_check.check_numerical_compiled(target)}
+    names = [c for c in rows if c.startswith("numerical gradient")]
+    assert len(names) == 3 and all(rows[c]["ok"] is True for c in names)
+    tol = float(rows[names[0]]["target"].split()[-1])
+    # the bound of the doc: 4 * N * eps * |L| / h (8 rows, |L| ~ log 3, h = 1e-5)
+    assert 1e-10 < tol < 1e-9
+
+    plain = step_module.numerical_gradient_fn
+
+    def skewed(net, h, executor=None, compile=False):
+        fn = plain(net, h, executor, compile)
+        if not compile:
+            return fn
+
+        def wrong(params, x, T):
+            g = dict(fn(params, x, T))
+            g["b2"] = g["b2"] + 10 * tol * (net.xp.arange(3) == 1)
+            return g
+
+        return wrong
+
+    monkeypatch.setattr(step_module, "numerical_gradient_fn", skewed)
+    rows = {r["check"]: r for r in gpu_check.check_numerical_compiled(target)}
+    assert [rows[c]["ok"] for c in names] == [True, False, False]
+    assert rows[names[1]]["value"] == pytest.approx(10 * tol)

@@ -224,3 +224,187 @@ def test_compile_with_an_executor_is_refused():
     with ThreadPoolExecutor(1) as pool, pytest.raises(ValueError, match="executor"):
         train(net, (x, t), batch_size=4, iters=1, gradient="numerical", compile=True,
               executor=pool, progress=False)
+
+
+# -- the numerical step on CuPy's capture route, faked on the CPU ------------------------
+
+
+class _Guarded(np.ndarray):
+    """A NumPy array that behaves as a CuPy array inside a CUDA-graph capture: reading
+    it on the host (bool, int, float, item, tolist, boolean-mask indexing: a
+    device-to-host copy) raises while ``capture`` captures, and so does a matrix
+    product that does not go through the GEMM route (``routed``: CuPy refuses cuBLAS
+    inside a capture)."""
+
+    capture = None
+    routed = False
+
+    @classmethod
+    def capturing(cls):
+        return cls.capture is not None and cls.capture.capturing()
+
+    @classmethod
+    def refuse(cls, what):
+        if cls.capturing():
+            raise RuntimeError(f"the current stream is capturing, so D2H transfers are "
+                               f"disallowed ({what})")
+
+    @staticmethod
+    def _has_mask(key):
+        keys = key if isinstance(key, tuple) else (key,)
+        return any(isinstance(k, np.ndarray) and k.dtype == np.bool_ for k in keys)
+
+    def __getitem__(self, key):
+        if self._has_mask(key):
+            self.refuse("boolean-mask indexing")
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        if self._has_mask(key):
+            self.refuse("boolean-mask assignment")
+        super().__setitem__(key, value)
+
+    def __bool__(self):
+        self.refuse("bool")
+        return super().__bool__()
+
+    def __int__(self):
+        self.refuse("int")
+        return super().__int__()
+
+    def __float__(self):
+        self.refuse("float")
+        return super().__float__()
+
+    def __index__(self):
+        self.refuse("index")
+        return super().__index__()
+
+    def item(self, *args):
+        self.refuse("item")
+        return super().item(*args)
+
+    def tolist(self):
+        self.refuse("tolist")
+        return super().tolist()
+
+    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
+        if ufunc is np.matmul and _Guarded.capturing() and not _Guarded.routed:
+            raise NotImplementedError(
+                "calling cuBLAS API during stream capture is currently unsupported")
+        plain = [a.view(np.ndarray) if isinstance(a, _Guarded) else a for a in inputs]
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, _Guarded) else o
+                                  for o in out)
+        result = getattr(ufunc, method)(*plain, **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _guard(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if (func in (np.dot, np.vdot, np.inner, np.tensordot, np.einsum, np.matmul)
+                and _Guarded.capturing() and not _Guarded.routed):
+            raise NotImplementedError(
+                "calling cuBLAS API during stream capture is currently unsupported")
+        return super().__array_function__(func, types, args, kwargs)
+
+
+def _guard(a):
+    if isinstance(a, tuple):
+        return tuple(_guard(b) for b in a)
+    if isinstance(a, np.generic):
+        a = np.asarray(a)
+    return a.view(_Guarded) if isinstance(a, np.ndarray) else a
+
+
+_CREATE = ("asarray", "empty", "zeros", "ones", "full", "arange", "eye", "linspace",
+           "empty_like", "zeros_like", "ones_like", "full_like")
+
+
+def _fake_cupy_namespace(monkeypatch, xp):
+    """array-api-compat's NumPy namespace turned into what its CuPy namespace is where it
+    matters here: the generic implementations of ``array_api_compat.common._aliases``
+    where CuPy's module takes them (``clip``, whose boolean-mask assignment reads the
+    mask on the host), and arrays that refuse host reads and bare products during a
+    capture (``_Guarded``, from every creation function)."""
+    from array_api_compat._internal import get_xp
+    from array_api_compat.common import _aliases
+
+    monkeypatch.setattr(xp, "clip", get_xp(np)(_aliases.clip))
+    for name in _CREATE:
+        fn = getattr(xp, name)
+        monkeypatch.setattr(xp, name, lambda *a, _fn=fn, **k: _guard(_fn(*a, **k)))
+
+
+def _routed_matmul_class(monkeypatch, capture):
+    """tests/test_compile.py's ``FakeMatmul`` (its log and capture reset), executing with
+    the guard's permission: the route's products."""
+    from test_compile import FakeMatmul
+
+    monkeypatch.setattr(FakeMatmul, "log", [])
+    monkeypatch.setattr(FakeMatmul, "capture", capture)
+
+    class RoutedMatmul(FakeMatmul):
+        def execute(self, *, stream=None):
+            _Guarded.routed = True
+            try:
+                return super().execute(stream=stream)
+            finally:
+                _Guarded.routed = False
+
+    return RoutedMatmul
+
+
+@pytest.mark.parametrize("sizes", [[6, 5, 3], [6, 5, 4, 3]])
+def test_numerical_step_captures_on_the_cupy_route(monkeypatch, sizes):
+    """``Step(compile=True, gradient=numerical)`` as CuPy compiles it (a CUDA graph, the
+    products of the layers and of the loss through planned ``Matmul`` objects), on a
+    fake capture whose arrays refuse host reads and products off the route while it
+    captures: the capture is made (no fallback), and three steps equal the eager
+    numerical steps to 1e-12 in float64. Before the fix the capture failed at
+    ``xp.clip``'s boolean mask (CuPy: "D2H transfers are disallowed") and at the
+    loss's bare ``@`` (CuPy: no cuBLAS inside a capture)."""
+    import warnings
+
+    from helpers import FakeCapture
+
+    from xpnn.compile import CompileFallbackWarning, cupy_graph_step
+    from xpnn.training.step import Step, numerical_gradient_fn
+
+    net = xpnn.MLP(sizes, activation="tanh", weight_init=0.7, backend="numpy",
+                   dtype="float64", seed=0)
+    _fake_cupy_namespace(monkeypatch, net.xp)
+    capture = FakeCapture("numpy")
+    monkeypatch.setattr(_Guarded, "capture", capture)
+    matmul = _routed_matmul_class(monkeypatch, capture)
+    made = []
+
+    def compile_step(fn, xp, device=None, mode=None, matmul_hooks=()):
+        made.append(cupy_graph_step(fn, matmul_hooks, capture=capture, matmul_class=matmul,
+                                    stream=lambda: "capture-stream")[0])
+        capture.replay_hooks = made[-1].hooks  # the "graph" replays the routed products
+        return made[-1], True
+
+    monkeypatch.setattr(step_module, "compile_step", compile_step)
+    monkeypatch.setattr(N, "in_host_memory", lambda xp, device: False)  # the device plan
+    rng = np.random.default_rng(0)
+    batches = [(_guard(rng.standard_normal((8, sizes[0]))),
+                net.prepare_targets(_guard(rng.integers(0, sizes[-1], 8))))
+               for _ in range(3)]
+    h = 1e-4
+    eager = Step(net, xpnn.Momentum(lr=0.1), gradient=numerical_gradient_fn(net, h))
+    compiled = Step(net, xpnn.Momentum(lr=0.1), compile=True,
+                    gradient=numerical_gradient_fn(net, h, compile=True))
+    s_eager = eager.init()
+    s_comp = compiled.init({k: _guard(v.copy()) for k, v in net.params.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileFallbackWarning)
+        for xb, Tb in batches:
+            s_eager, s_comp = eager(s_eager, xb, Tb), compiled(s_comp, xb, Tb)
+            for k in net.params:
+                a, b = s_comp["params"][k], s_eager["params"][k]
+                assert np.max(np.abs(np.asarray(a) - np.asarray(b))) <= 1e-12, k
+    assert capture.events == ["begin", "end"] and capture.replays == 3
+    captured = [e for e, _, c in matmul.log if e == "execute" and c]
+    assert captured and not [e for e, _, c in matmul.log if e == "plan" and c]
+    assert made[0].hooks[0] == (net.arch.affine, net.loss_fn)

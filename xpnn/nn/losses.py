@@ -5,8 +5,10 @@ loss value, its gradient with respect to the logits and the accuracy.
 Each takes the last affine layer's output ``z`` (logits, or raw values for ``mse``)
 and encoded targets ``T`` of the same shape (N, C), and returns the batch mean.
 ``value`` also works on stacks ``z`` of shape (..., N, C) with one ``T`` (N, C),
-returning one loss per leading index: that is what the batched numerical gradient
-evaluates.
+returning one loss per leading index, and ``rank1_value`` takes the stack as an
+(N, C) array and P rank-1 updates of it: that is what the batched numerical gradient
+evaluates. Every product goes through ``self.matmul`` (2-D), which a compiled CuPy
+step swaps for a capturable GEMM, as ``xpnn.nn.Affine.matmul``.
 
 The plain functions ``softmax_cross_entropy``, ``binary_cross_entropy`` and ``mse``
 take (z, t) arrays directly.
@@ -15,6 +17,7 @@ take (z, t) arrays directly.
 from __future__ import annotations
 
 import math
+import operator
 
 import array_api_compat
 
@@ -37,6 +40,10 @@ class Loss:
         # (xpnn.nn.layers): comparing with or taking maxima against a Python 0.0
         # builds a tensor per call on some backends
         self.zero = zero
+        # every matrix product of a loss goes through ``self.matmul`` (2-D operands),
+        # the seam where a compiled step swaps in a capturable GEMM (xpnn.compile's
+        # CuPy route), as ``xpnn.nn.Affine.matmul``
+        self.matmul = operator.matmul
 
     @classmethod
     def check_outputs(cls, n_out: int) -> None:
@@ -47,6 +54,24 @@ class Loss:
 
     def forward(self, z, T):
         return self.value(z, T), (z, T)
+
+    def rank1_value(self, base, left, right, T, row_max=None, scratch=None):
+        """Loss of each ``z[p] = base + left[p][:, None] * right[p][None, :]`` (the
+        logits of perturbation p: base (N, C), left (P, N), right (P, C)): (P,).
+        ``row_max`` (N,): max(base, axis=1) when known. ``scratch``: a
+        ``xpnn.nn.numerical.Workspace`` for the (P, N, C) stacks. This default builds
+        the stack and takes ``value``; a loss may compute it with fewer passes."""
+        return self.value(rank1(self.xp, base, left, right, scratch), T, scratch=scratch)
+
+    def _sum_last(self, a):
+        """Sums over the last axis of ``a`` (..., K) as one 2-D product with ones
+        through ``self.matmul``: (...,). One BLAS call, not a strided reduction per
+        row."""
+        xp = self.xp
+        k = a.shape[-1]
+        ones = xp.ones((k, 1), dtype=a.dtype, device=device_of(a))
+        flat = self.matmul(xp.reshape(a, (math.prod(a.shape[:-1]), k)), ones)
+        return xp.reshape(flat, a.shape[:-1])
 
     def backward(self, cache):
         return self.gradient(*cache)
@@ -92,8 +117,7 @@ class SoftmaxCrossEntropy(_LogitLoss):
         """Loss of z (N, C) or of each z[p] in a stack (P, N, C).
 
         ``row_max`` (..., N), if given, replaces max(z, axis=-1) as the log-sum-exp
-        shift; any value within a few hundred of the true maximum is exact, and the
-        batched numerical gradient passes one it knows, saving a reduction. With
+        shift; any value within a few hundred of the true maximum is exact. With
         ``scratch`` (an ``xpnn.nn.numerical.Workspace`` holding z) the shifted stack
         and its exponential overwrite z; the values are the same.
         """
@@ -101,18 +125,44 @@ class SoftmaxCrossEntropy(_LogitLoss):
         n, c = z.shape[-2], z.shape[-1]
         m = xp.max(z, axis=-1, keepdims=True) if row_max is None else row_max[..., None]
         s = z - m if scratch is None else scratch("subtract", z, m)
-        # sums over the short class axis as products with ones: one BLAS call, not a
-        # strided reduction per row
-        ones_c = xp.ones((c,), dtype=z.dtype, device=device_of(z))
-        ones_n = xp.ones((n,), dtype=z.dtype, device=device_of(z))
-        if z.ndim == 2:
-            target = xp.sum(s * T)
-        else:
-            stack = xp.reshape(s, (math.prod(z.shape[:-2]), n * c))
-            target = xp.reshape(stack @ xp.reshape(T, (n * c,)), z.shape[:-2])
+        lead = z.shape[:-2]
+        # sum_k T[n, k] * s[..., n, k] over (n, k): one product with the flattened T
+        flat_T = xp.reshape(T, (n * c, 1))
+        target = xp.reshape(
+            self.matmul(xp.reshape(s, (math.prod(lead), n * c)), flat_T), lead)
         e = xp.exp(s) if scratch is None else scratch("exp", s)
-        lse = xp.log(e @ ones_c)  # log-sum-exp of each shifted row, (..., N)
-        return (lse @ ones_n - target) / n
+        lse = xp.log(self._sum_last(e))  # log-sum-exp of each shifted row, (..., N)
+        return (self._sum_last(lse) - target) / n
+
+    def rank1_value(self, base, left, right, T, row_max=None, scratch=None):
+        """``Loss.rank1_value`` in four passes over the (P, N, C) stack (the rank-1
+        update's multiply and add, exp, row sums); ``value`` on the built stack takes
+        six (the same two, shift, target, exp, row sums).
+
+        * The shift is the unperturbed row maximum m (N,), folded into base before
+          the rank-1 update: s = (base - m) + left * right, so no pass subtracts it.
+        * The target term needs no pass: sum_k T[n, k] s[p, n, k] =
+          sum_k T[n, k] (base - m)[n, k] + left[p, n] * (right @ T.T)[p, n].
+
+        Overflow: with B[p, n] = |left[p, n]| * max_k |right[p, k]|, every s is at
+        most B (base - m <= 0) and each row's largest s is at least -B (the unperturbed
+        arg max has base - m = 0). So exp neither overflows nor underflows a whole row
+        (log(0)) while B < log(finfo.max): 709 in float64, 88 in float32. The per-(p, n)
+        bound m + B that ``value`` was given before was exact only while the whole row
+        stayed within the smallest subnormal's exponent of it, 2B < 744 (float64) /
+        103 (float32): B < 372 / 51. Folding the shift is safe over a wider range
+        (tests/test_numerical_passes.py checks it)."""
+        xp = self.xp
+        n = base.shape[0]
+        m = xp.max(base, axis=1) if row_max is None else row_max
+        shifted = base - m[:, None]  # (N, C), <= 0
+        s = rank1(xp, shifted, left, right, scratch)  # (P, N, C) logits less m
+        e = xp.exp(s) if scratch is None else scratch("exp", s)
+        lse = xp.log(self._sum_last(e))  # (P, N)
+        # sum_k T (z - m): (N,) shared by every p, plus the rank-1 part (P, C) @ (C, N)
+        target = (xp.sum(shifted * T, axis=1)[None, :]
+                  + left * self.matmul(right, xp.permute_dims(T, (1, 0))))
+        return self._sum_last(lse - target) / n
 
     def accuracy(self, z, T):
         xp = self.xp
@@ -245,6 +295,16 @@ def check_loss(name) -> str:
     if not isinstance(name, str) or name.lower() not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose from {', '.join(sorted(LOSSES))}")
     return name.lower()
+
+
+def rank1(xp, base, left, right, scratch=None):
+    """``base[None] + left[:, :, None] * right[:, None, :]``: (P, N) x (P, d) onto
+    (N, d), in ``scratch``'s buffer (an ``xpnn.nn.numerical.Workspace``) when given:
+    the stack of P rank-1 updates of one (N, d) array. Two passes over the stack."""
+    if scratch is None:
+        return base[None, :, :] + left[:, :, None] * right[:, None, :]
+    z = scratch("multiply", left[:, :, None], right[:, None, :])
+    return scratch("add", z, base[None, :, :])
 
 
 def make_loss(name: str, xp, zero=0.0):

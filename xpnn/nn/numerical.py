@@ -14,6 +14,11 @@ every parameter of an MLP, but evaluates many perturbed losses at once. Perturbi
   reaches the next pre-activation as the rank-1 update ``a_{l+1} + dz W_{l+1}[j, :]``;
 * only the layers above are recomputed, for a stack of P perturbations at once
   ((P*N, d) @ W: one large product instead of P small forwards).
+* where that update lands on the logits (the last two layers' parameters), the loss
+  takes it as it is (``Loss.rank1_value``): softmax cross-entropy then makes four
+  passes over the (P, N, C) stack (the update's multiply and add, exp, row sums),
+  its shift folded into the unperturbed logits and its target logit computed from
+  (N, C) and (P, C) arrays.
 
 A bias ``b_l[j]`` is the same with ``x_{l-1}[:, i]`` replaced by ones. The
 weight-decay term's central difference is exactly ``weight_decay * W``, so it is
@@ -42,6 +47,7 @@ import array_api_compat
 
 from ..backend import backend_name, device_of, free_memory, in_host_memory
 from . import functional as F
+from .losses import rank1
 
 __all__ = [
     "Cache",
@@ -303,15 +309,6 @@ def _broadcast_shapes(shapes) -> tuple:
     return tuple(out)
 
 
-def _rank1_update(base, left, right, ws):
-    """``base[None] + left[:, :, None] * right[:, None, :]``: (P, N) x (P, d) onto
-    (N, d), in the workspace's buffer when given."""
-    if ws is None:
-        return base[None, :, :] + left[:, :, None] * right[:, None, :]
-    z = ws("multiply", left[:, :, None], right[:, None, :])
-    return ws("add", z, base[None, :, :])
-
-
 def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None, params=None,
                      workspace=None):
     """Data losses (no weight decay) with ``params[key].flat[flat_index[p]] += deltas[p]``.
@@ -339,27 +336,17 @@ def perturbed_losses(net, x, T, key: str, flat_index, deltas, cache=None, params
         onehot = xp.astype(
             cols[:, None] == xp.arange(width, device=device_of(a))[None, :], a.dtype
         )
-        logits = _rank1_update(a, shift, onehot, workspace)
-        return _stack_loss(net, logits, T, cache.row_max[None, :] + xp.abs(shift),
-                           workspace)
+        return net.loss_fn.rank1_value(a, shift, onehot, T, cache.row_max, workspace)
     act = net.arch.activations[layer]
     col = xp.take(a, cols, axis=1).T  # (P, N) unperturbed column of a_l
     dz = act.function(col + shift) - act.function(col)  # change of that column of z_l
     W_next = params[f"W{layer + 2}"]
     w_rows = xp.take(W_next, cols, axis=0)  # (P, d_next)
-    a_next = _rank1_update(cache.pre[layer + 1], dz, w_rows, workspace)
-    if layer + 1 == net.n_layers - 1:  # a_next are the logits: bound their row maximum
-        bound = xp.max(xp.abs(w_rows), axis=1)  # (P,)
-        row_max = cache.row_max[None, :] + xp.abs(dz) * bound[:, None]
-        return _stack_loss(net, a_next, T, row_max, workspace)
+    if layer + 1 == net.n_layers - 1:  # a_next are the logits
+        return net.loss_fn.rank1_value(cache.pre[layer + 1], dz, w_rows, T, cache.row_max,
+                                       workspace)
+    a_next = rank1(xp, cache.pre[layer + 1], dz, w_rows, workspace)
     return net.loss_fn.value(F.logits_from(net.arch, params, a_next, layer + 1), T)
-
-
-def _stack_loss(net, z, T, row_max, workspace):
-    """The loss of each stacked z[p]; z may be overwritten when it is the workspace's."""
-    if workspace is None:
-        return net.loss_fn.value(z, T, row_max=row_max)
-    return net.loss_fn.value(z, T, row_max=row_max, scratch=workspace)
 
 
 def _perturbation_bytes(sizes, layer: int, n_rows: int, itemsize: int) -> int:
@@ -421,7 +408,11 @@ def _chunk_losses(net, x, T, key, start, width, n, h, cache, params, workspace):
     the last one): (width,). ``start`` an int or a 0-d integer array (traced)."""
     xp = net.xp
     dev = device_of(x)
-    idx = xp.clip(xp.arange(width, device=dev) + start, None, n - 1)
+    # indices past the end repeat the last one; not xp.clip: array-api-compat's CuPy
+    # clip is its generic one, whose boolean-mask assignment reads the mask back to
+    # the host (a synchronisation, refused inside a CUDA-graph capture)
+    i = xp.arange(width, device=dev) + start
+    idx = xp.minimum(i, xp.full_like(i, n - 1))
     deltas = xp.concat([xp.full((width,), h, dtype=net.dtype, device=dev),
                         xp.full((width,), -h, dtype=net.dtype, device=dev)])
     losses = perturbed_losses(net, x, T, key, xp.concat([idx, idx]), deltas, cache, params,

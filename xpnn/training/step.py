@@ -238,8 +238,11 @@ class Step:
         self.donates = False
         self._call = self.pure
         if compile:
+            # every product of the step goes through these objects' ``matmul`` (the
+            # layers', the finiteness flag's; the loss's in a numerical gradient)
             self._call, self.donates = compile_step(
-                self.pure, self.xp, net.device, mode=mode, matmul_hooks=(net.arch.affine,))
+                self.pure, self.xp, net.device, mode=mode,
+                matmul_hooks=(net.arch.affine, net.loss_fn))
 
     def init(self, params: dict | None = None, lr: float | None = None) -> dict:
         """A first state: ``params`` (default: the network's; not copied), the
