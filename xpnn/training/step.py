@@ -30,6 +30,7 @@ argument) is concatenated first, one ``concat`` per vector.
 from __future__ import annotations
 
 import math
+import operator
 
 import array_api_compat
 
@@ -53,7 +54,9 @@ class FlatLayout:
 
     ``flatten(xp, arrays)`` concatenates the arrays (one ``concat``); ``views(xp, flat)``
     is the dict of reshaped slices of ``flat`` (views on NumPy and PyTorch, no
-    kernel; under jax.jit slices XLA fuses)."""
+    kernel; under jax.jit slices XLA fuses). Both walk a table made once (key, slice,
+    shape or None for a 1-D array): they run every eager step, where each Python-level
+    lookup is host time a GPU waits for."""
 
     def __init__(self, arrays: dict):
         self.keys = tuple(arrays)
@@ -64,6 +67,8 @@ class FlatLayout:
             self.spans[key] = (start, stop, shape)
             start = stop
         self.size = start
+        self._parts = tuple((key, slice(start, stop), None if len(shape) == 1 else shape)
+                            for key, (start, stop, shape) in self.spans.items())
 
     def fits(self, arrays: dict) -> bool:
         """Same keys (any order) and shapes."""
@@ -72,16 +77,14 @@ class FlatLayout:
                         for k in self.keys))
 
     def flatten(self, xp, arrays: dict):
-        return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,))
-                          for a in (arrays[k] for k in self.keys)])
+        reshape = xp.reshape
+        return xp.concat([a if a.ndim == 1 else reshape(a, (-1,))
+                          for a in map(arrays.__getitem__, self.keys)])
 
     def views(self, xp, flat) -> dict:
-        out = {}
-        for key in self.keys:
-            start, stop, shape = self.spans[key]
-            part = flat[start:stop]
-            out[key] = part if len(shape) == 1 else xp.reshape(part, shape)
-        return out
+        reshape = xp.reshape
+        return {key: flat[part] if shape is None else reshape(flat[part], shape)
+                for key, part, shape in self._parts}
 
 
 def _sorted_tree(tree):
@@ -331,22 +334,27 @@ class Step:
             # (iteration, update count, iteration + 1): one addition advances all three
             K, table = xp.stack([it, xp.astype(opt[COUNT], it.dtype), it + 1]), None
         else:
-            layout, zeros, P, S, (table, row) = flat
+            layout, zeros, P, S, (table, columns, row) = flat
         G = layout.flatten(xp, grads)
         if table is not None and row + 1 < table.shape[0]:
-            table, row = table, row + 1
+            row += 1
         elif eager:
             # the counters of the next COUNTER_ROWS steps in one addition; the steps
-            # after this one read their row (a view), no kernel, while each returns
-            # the state the one before returned
+            # after this one read their entries (views of its three columns), no
+            # kernel, while each returns the state the one before returned
             last = K if table is None else table[row, :]
             table = last + self._counter_ramp(last.dtype)
-            row = 0
+            columns, row = (table[:, 0], table[:, 1], table[:, 2]), 0
         else:
-            table, row = None, None
-        K = K + 1 if table is None else table[row, :]
-        iteration, after = K[0, ...], K[2, ...]
-        count = K[1, ...]
+            table, columns, row = None, None, None
+        if table is None:
+            K = K + 1
+            iteration, count, after = K[0, ...], K[1, ...], K[2, ...]
+        else:
+            # 0-d arrays (``[row, ...]``; ``[row]`` gives a NumPy scalar, whose powers in
+            # Adam's rate round differently)
+            c0, c1, c2 = columns
+            iteration, count, after = c0[row, ...], c1[row, ...], c2[row, ...]
         if count.dtype != opt[COUNT].dtype:
             count = xp.astype(count, opt[COUNT].dtype)
         P, S = self._apply_one(G, P, S, lr, count, xp)
@@ -360,7 +368,8 @@ class Step:
         total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
                                                        zeros), ())
         first_bad = state["first_bad"]
-        first_bad = xp.where(total == total, first_bad, xp.remainder(first_bad, after))
+        # (``%``, the array API's remainder operator: no wrapper call on the host)
+        first_bad = xp.where(total == total, first_bad, first_bad % after)
         slot_views = {slot: layout.views(xp, S[slot]) for slot in self._slots}
         new_opt = {key: count if key == COUNT else
                    {slot: slot_views[slot][key] for slot in opt[key]} for key in opt}
@@ -371,7 +380,7 @@ class Step:
             "first_bad": first_bad,
             "lr": state["lr"],
         }
-        return new_state, (layout, zeros, P, S, (table, row))
+        return new_state, (layout, zeros, P, S, (table, columns, row))
 
     def _counter_ramp(self, dtype):
         """(COUNTER_ROWS, 1) array 1, 2, ...: added to the counters of a step, the
@@ -394,7 +403,7 @@ class Step:
         returned = (trusted is not None and state["params"] is trusted[0]["params"]
                     and state["opt"] is trusted[0]["opt"] and state["lr"] is trusted[0]["lr"]
                     and state["iteration"] is trusted[0]["iteration"]
-                    and _same_arrays(_arrays(state["params"], state["opt"]), trusted[1]))
+                    and _unchanged(state["params"], state["opt"], trusted[1]))
         if self._apply_one is not None:
             out, flat = self._flat_step(state, xb, Tb, trusted[2] if returned else None,
                                         eager=True)
@@ -403,27 +412,30 @@ class Step:
             if self._apply is not None and returned:
                 update = self._unchecked_update
             out, flat = self._dict_step(state, xb, Tb, update), None
-        self._trusted = (out, _arrays(out["params"], out["opt"]), flat)
+        self._trusted = (out, _snapshot(out["params"], out["opt"]), flat)
         return out
 
     def _unchecked_update(self, grads, opt, params, lr):
         return self._apply(grads, opt, params, lr, self.xp)
 
 
-def _arrays(params: dict, opt: dict) -> list:
-    """The arrays of a state's params and opt (a dict of arrays and of dicts of
-    arrays), in their own order."""
-    out = list(params.values())
-    for value in opt.values():
-        if isinstance(value, dict):
-            out.extend(value.values())
-        else:
-            out.append(value)
-    return out
+def _snapshot(params: dict, opt: dict) -> tuple:
+    """What ``_unchanged`` compares: the values of ``params``, of ``opt`` and of each
+    dict in ``opt`` (the arrays themselves, by identity)."""
+    return (tuple(params.values()), tuple(opt.values()),
+            tuple((d, tuple(d.values())) for d in opt.values() if isinstance(d, dict)))
 
 
-def _same_arrays(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _unchanged(params: dict, opt: dict, snapshot: tuple) -> bool:
+    """The dicts hold the very arrays (and sub-dicts) of ``snapshot``, nothing rebound,
+    added or removed: identity tests in C (``map``), as this runs every eager step."""
+    values, opt_values, slots = snapshot
+    return (_same(params, values) and _same(opt, opt_values)
+            and all(_same(d, v) for d, v in slots))
+
+
+def _same(d: dict, values: tuple) -> bool:
+    return len(d) == len(values) and all(map(operator.is_, d.values(), values))
 
 
 def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
