@@ -110,11 +110,12 @@ def torch_inline_step(spec):
     sizes = [math.prod(s) for s in shapes]
     starts = np.cumsum([0, *sizes]).tolist()
     box = {"P": torch.concat([net.params[k].reshape(-1) for k in keys]),
-           "first_bad": torch.tensor(-1), "row": 0}
+           "first_bad": torch.tensor([[-1]]), "row": 0}
     zeros = torch.zeros((starts[-1], 1))
     table = torch.arange(3 * 1024).reshape(1024, 3)
     columns = (table[:, 0], table[:, 1], table[:, 2])
     lr = torch.tensor(spec.lr)
+    half, one = torch.tensor(0.5), torch.tensor(1.0)  # xpnn's Sigmoid constants
     n_layers = len(keys) // 2
     n = x.shape[0]
 
@@ -126,7 +127,7 @@ def torch_inline_step(spec):
         for i in range(n_layers):
             h = h @ p[2 * i] + p[2 * i + 1]
             if i < n_layers - 1:
-                h = 0.5 * torch.tanh(0.5 * h) + 0.5
+                h = half * torch.tanh(half * h) + half
                 hs.append(h)
         e = torch.exp(h - torch.amax(h, dim=-1, keepdim=True))
         d = (e / torch.sum(e, dim=-1, keepdim=True) - T) / n
@@ -134,14 +135,15 @@ def torch_inline_step(spec):
         for i in range(n_layers - 1, -1, -1):
             grads[2 * i], grads[2 * i + 1] = hs[i].T @ d, torch.sum(d, dim=0)
             if i > 0:
-                d = (d @ p[2 * i].T) * hs[i] * (1.0 - hs[i])
+                d = (d @ p[2 * i].T) * hs[i] * (one - hs[i])
         G = torch.concat([g if g.ndim == 1 else torch.reshape(g, (-1,)) for g in grads])
         P = P - lr * G
         row = box["row"] = (box["row"] + 1) % 1024
         _, _, after = columns[0][row, ...], columns[1][row, ...], columns[2][row, ...]
-        total = torch.reshape(torch.reshape(P, (1, -1)) @ zeros, ())
+        total = torch.reshape(P, (1, -1)) @ zeros
         fb = box["first_bad"]
-        box["first_bad"] = torch.where(total == total, fb, torch.remainder(fb, after))
+        fb = box["first_bad"] = torch.where(total == total, fb, fb % after)
+        torch.reshape(fb, ())
         box["P"] = P
 
     return run

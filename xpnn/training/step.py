@@ -29,8 +29,10 @@ argument) is concatenated first, one ``concat`` per vector.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+from itertools import chain
 
 import array_api_compat
 
@@ -131,12 +133,8 @@ def numerical_gradient_fn(net, h: float, executor=None, compile=False):
 def backprop_gradient_fn(net):
     """grads = g(params, x, T): the network's backprop gradient as a pure function of
     params (``xpnn.nn.functional.gradient`` over the static ``net.arch``)."""
-    arch = net.arch
-
-    def gradient(params, x, T):
-        return functional.gradient(arch, params, x, T)
-
-    return gradient
+    # a partial, not a closure: one Python frame less per step
+    return functools.partial(functional.gradient, net.arch)
 
 
 def _book_transform(optimizer):
@@ -334,7 +332,7 @@ class Step:
             # (iteration, update count, iteration + 1): one addition advances all three
             K, table = xp.stack([it, xp.astype(opt[COUNT], it.dtype), it + 1]), None
         else:
-            layout, zeros, P, S, (table, columns, row) = flat
+            layout, zeros, P, S, (table, columns, row), kept_bad = flat
         G = layout.flatten(xp, grads)
         if table is not None and row + 1 < table.shape[0]:
             row += 1
@@ -365,11 +363,17 @@ class Step:
         # first_bad: kept while the parameters are finite; else first_bad mod
         # (iteration + 1), which is first_bad when one was recorded (0 < first_bad <=
         # the last iteration) and the new iteration for -1
-        total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
-                                                       zeros), ())
+        # The flag is computed as a (1, 1) array, as the product is, the state's 0-d
+        # first_bad being a view of it: array-api-compat's where() on 0-d torch
+        # tensors spends ~8 us of host time on type promotion (issue 15's host-bound
+        # eager step); the step this one follows kept the array behind the first_bad
+        # it returned. (``%``: the array API's remainder operator, no wrapper call.)
+        total = self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)), zeros)
         first_bad = state["first_bad"]
-        # (``%``, the array API's remainder operator: no wrapper call on the host)
-        first_bad = xp.where(total == total, first_bad, first_bad % after)
+        bad = (kept_bad[1] if flat is not None and first_bad is kept_bad[0]
+               else xp.reshape(first_bad, (1, 1)))
+        bad = xp.where(total == total, bad, bad % after)
+        first_bad = xp.reshape(bad, ())
         slot_views = {slot: layout.views(xp, S[slot]) for slot in self._slots}
         new_opt = {key: count if key == COUNT else
                    {slot: slot_views[slot][key] for slot in opt[key]} for key in opt}
@@ -380,7 +384,7 @@ class Step:
             "first_bad": first_bad,
             "lr": state["lr"],
         }
-        return new_state, (layout, zeros, P, S, (table, columns, row))
+        return new_state, (layout, zeros, P, S, (table, columns, row), (first_bad, bad))
 
     def _counter_ramp(self, dtype):
         """(COUNTER_ROWS, 1) array 1, 2, ...: added to the counters of a step, the
@@ -420,22 +424,20 @@ class Step:
 
 
 def _snapshot(params: dict, opt: dict) -> tuple:
-    """What ``_unchanged`` compares: the values of ``params``, of ``opt`` and of each
-    dict in ``opt`` (the arrays themselves, by identity)."""
-    return (tuple(params.values()), tuple(opt.values()),
-            tuple((d, tuple(d.values())) for d in opt.values() if isinstance(d, dict)))
+    """What ``_unchanged`` compares: ``params``, ``opt`` and each dict in ``opt`` (the
+    dicts themselves), their lengths, and all their values (arrays and sub-dicts)."""
+    dicts = [params, opt]
+    dicts += [d for d in opt.values() if isinstance(d, dict)]
+    return dicts, list(map(len, dicts)), tuple(chain.from_iterable(map(dict.values, dicts)))
 
 
 def _unchanged(params: dict, opt: dict, snapshot: tuple) -> bool:
-    """The dicts hold the very arrays (and sub-dicts) of ``snapshot``, nothing rebound,
-    added or removed: identity tests in C (``map``), as this runs every eager step."""
-    values, opt_values, slots = snapshot
-    return (_same(params, values) and _same(opt, opt_values)
-            and all(_same(d, v) for d, v in slots))
-
-
-def _same(d: dict, values: tuple) -> bool:
-    return len(d) == len(values) and all(map(operator.is_, d.values(), values))
+    """``params`` and ``opt`` are the snapshot's dicts and they (and the dicts in
+    ``opt``) hold the very arrays they held, nothing rebound, added or removed:
+    identity tests run by ``map`` in C, as this runs every eager step."""
+    dicts, lengths, values = snapshot
+    return (params is dicts[0] and opt is dicts[1] and list(map(len, dicts)) == lengths
+            and all(map(operator.is_, chain.from_iterable(map(dict.values, dicts)), values)))
 
 
 def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
