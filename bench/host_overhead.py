@@ -274,6 +274,7 @@ def main(argv=None) -> int:
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     p.add_argument("--backend", default="torch", choices=["torch", "numpy"])
     p.add_argument("--versus", type=Path, help="another xpnn tree: before/after in one run")
+    p.add_argument("--versus-commit", help="the commit the --versus tree holds (recorded)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args(argv)
@@ -293,7 +294,8 @@ def main(argv=None) -> int:
                      for k in args.nets}}
     if args.versus:
         raw = versus(args.versus, args.nets, args.rounds, args.n)
-        meta["before_commit"] = commit(args.versus)
+        meta["before_tree"] = str(args.versus)
+        meta["before_commit"] = args.versus_commit or commit(args.versus)
         result = {"meta": meta, "raw_us": raw,
                   "summary": {label: summary(r) for label, r in raw.items()}}
         for label, s in result["summary"].items():
