@@ -13,11 +13,12 @@ and one line in ``ACTIVATIONS``. ``zero`` is a 0-d array of the network's dtype 
 its device, built once: ``xp.maximum(x, 0.0)`` would make some backends build a
 tensor from the Python scalar on every call (on CUDA a host-to-device copy, under
 ``torch.compile`` a graph break). The constants of the sigmoid and tanh (0.5, 1.0)
-are 0-d arrays made from it once (``zero + 0.5``) for the same reason: PyTorch wraps
-a Python scalar operand in a new tensor on every operation, 1.5 us of host time per
-operation on the CPU, half the cost of a small operation (issue 15's host-bound
-eager step). They are exact in every floating dtype, so the values do not change;
-with the default ``zero=0.0`` they stay Python floats.
+are 0-d arrays made from it once (``zero + 0.5``; on NumPy scalars of its dtype) for
+the same reason: PyTorch wraps a Python scalar operand in a new tensor on every
+operation, 1.5 us of host time per operation on the CPU, half the cost of a small
+operation (issue 15's host-bound eager step). They are exact in every floating
+dtype, so the values do not change; with the default ``zero=0.0`` they stay Python
+floats.
 """
 
 from __future__ import annotations
