@@ -111,6 +111,31 @@ def test_sigmoid_matches_the_textbook_formula_without_overflow(backend, xp, to_b
     assert y[-4] == 0.0 and y[-1] == 1.0
     assert abs(y[1000] - 0.5) == 0.0  # sigmoid(0) is exactly 1/2
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_activation_constants_are_arrays_that_change_nothing(backend, xp, to_backend, name,
+                                                             dtype):
+    """The network's sigmoid/tanh keep their constants as 0-d arrays of its dtype on its
+    device (PyTorch wraps a Python scalar operand in a new tensor on every operation:
+    host time per step, issue 15), and compute exactly what Python constants give."""
+    net = xpnn.MLP([3, 4, 2], activation=name, backend=backend[0], device=backend[1],
+                   dtype=dtype, seed=0)
+    act = net.arch.activations[0]
+    constants = [act.one] + ([act.half] if name == "sigmoid" else [])
+    for c in constants:
+        assert type(c) is not float and c.shape == () and c.dtype == net.params["W1"].dtype
+    plain = ACTIVATIONS[name](xp)  # zero=0.0: Python float constants
+    assert type(plain.one) is float
+    rng = np.random.default_rng(0)
+    x, dout = to_backend(rng.normal(size=(5, 4)), dtype), to_backend(rng.normal(size=(5, 4)),
+                                                                     dtype)
+    y, cache = act.forward(x)
+    y0, cache0 = plain.forward(x)
+    assert np.array_equal(xpnn.to_numpy(y), xpnn.to_numpy(y0))
+    assert np.array_equal(xpnn.to_numpy(act.backward(cache, dout)),
+                          xpnn.to_numpy(plain.backward(cache0, dout)))
+
+
 def test_a_new_activation_is_one_class_and_one_registry_line(backend, monkeypatch):
     class Softplus:
         """y = log(1 + e^x), computed as max(x, 0) + log1p(e^-|x|)."""

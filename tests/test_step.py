@@ -206,6 +206,20 @@ def test_first_bad_is_kept_while_the_parameters_stay_bad():
     assert int(state["first_bad"]) == 2 and int(state["iteration"]) == 6
 
 
+def test_a_rebound_first_bad_is_read_not_the_kept_flag():
+    """The eager step keeps the flag vector behind the first_bad it returned; a state
+    that is otherwise the one returned but carries another first_bad (a resumed run's)
+    goes on from that one."""
+    net = _net("numpy")
+    (xb, Tb), *_ = _batches(net, np.asarray)
+    step = make_step(net, xpnn.SGD(lr=0.1))
+    state = step(step(step.init(), xb, Tb), xb, Tb)
+    state = step({**state, "first_bad": np.asarray(1, dtype=state["first_bad"].dtype)}, xb, Tb)
+    assert int(state["first_bad"]) == 1 and int(state["iteration"]) == 3
+    state = step(state, xb, Tb)
+    assert int(state["first_bad"]) == 1 and state["first_bad"].shape == ()
+
+
 def test_all_finite_is_one_flag_that_cannot_overflow():
     from xpnn.training.step import all_finite, zero_vectors
 

@@ -13,6 +13,7 @@ output (the last affine's, "logits") goes to the loss.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 __all__ = [
@@ -47,6 +48,13 @@ class Architecture(NamedTuple):
         return len(self.activations) + 1
 
 
+@functools.cache
+def _layer_keys(n: int) -> tuple:
+    """(("W1", "b1"), ("W2", "b2"), ...) for ``n`` layers, made once per n: the
+    parameter names are looked up every step, formatting them is host time."""
+    return tuple((f"W{i}", f"b{i}") for i in range(1, n + 1))
+
+
 def forward(arch: Architecture, params: dict, x, keep_pre: bool = False):
     """Logits (N, n_out) of a batch x (N, d_0), and the cache ``backward`` needs.
 
@@ -57,11 +65,13 @@ def forward(arch: Architecture, params: dict, x, keep_pre: bool = False):
     """
     cache = []
     h = x
-    last = arch.n_layers - 1
-    for i in range(arch.n_layers):
-        a, x_in = arch.affine.forward(params[f"W{i + 1}"], params[f"b{i + 1}"], h)
+    keys = _layer_keys(arch.n_layers)
+    last = len(keys) - 1
+    affine, activations = arch.affine, arch.activations
+    for i, (w, b) in enumerate(keys):
+        a, x_in = affine.forward(params[w], params[b], h)
         if i < last:
-            h, act_cache = arch.activations[i].forward(a)
+            h, act_cache = activations[i].forward(a)
         else:
             act_cache = None
         cache.append((x_in, a if keep_pre or i == last else None, act_cache))
@@ -82,15 +92,17 @@ def backward(arch: Architecture, params: dict, cache, dlogits) -> dict:
     the cache of ``forward`` and dL/dlogits (N, n_out)."""
     grads = {}
     dout = dlogits
-    for i in range(arch.n_layers - 1, -1, -1):
-        x_in, _, _ = cache[i]
-        W = params[f"W{i + 1}"]
-        dx, dW, db = arch.affine.backward(W, x_in, dout, input_grad=i > 0)
-        if arch.weight_decay:
-            dW = dW + arch.weight_decay * W
-        grads[f"W{i + 1}"], grads[f"b{i + 1}"] = dW, db
+    keys = _layer_keys(arch.n_layers)
+    affine, activations, decay = arch.affine, arch.activations, arch.weight_decay
+    for i in range(len(keys) - 1, -1, -1):
+        w, b = keys[i]
+        W = params[w]
+        dx, dW, db = affine.backward(W, cache[i][0], dout, input_grad=i > 0)
+        if decay:
+            dW = dW + decay * W
+        grads[w], grads[b] = dW, db
         if i > 0:
-            dout = arch.activations[i - 1].backward(cache[i - 1][2], dx)
+            dout = activations[i - 1].backward(cache[i - 1][2], dx)
     return {k: grads[k] for k in params}  # the order of params
 
 

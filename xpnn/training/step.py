@@ -29,7 +29,10 @@ argument) is concatenated first, one ``concat`` per vector.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
+from itertools import chain
 
 import array_api_compat
 
@@ -53,7 +56,9 @@ class FlatLayout:
 
     ``flatten(xp, arrays)`` concatenates the arrays (one ``concat``); ``views(xp, flat)``
     is the dict of reshaped slices of ``flat`` (views on NumPy and PyTorch, no
-    kernel; under jax.jit slices XLA fuses)."""
+    kernel; under jax.jit slices XLA fuses). Both walk a table made once (key, slice,
+    shape or None for a 1-D array): they run every eager step, where each Python-level
+    lookup is host time a GPU waits for."""
 
     def __init__(self, arrays: dict):
         self.keys = tuple(arrays)
@@ -64,6 +69,8 @@ class FlatLayout:
             self.spans[key] = (start, stop, shape)
             start = stop
         self.size = start
+        self._parts = tuple((key, slice(start, stop), None if len(shape) == 1 else shape)
+                            for key, (start, stop, shape) in self.spans.items())
 
     def fits(self, arrays: dict) -> bool:
         """Same keys (any order) and shapes."""
@@ -72,16 +79,14 @@ class FlatLayout:
                         for k in self.keys))
 
     def flatten(self, xp, arrays: dict):
-        return xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,))
-                          for a in (arrays[k] for k in self.keys)])
+        reshape = xp.reshape
+        return xp.concat([a if a.ndim == 1 else reshape(a, (-1,))
+                          for a in map(arrays.__getitem__, self.keys)])
 
     def views(self, xp, flat) -> dict:
-        out = {}
-        for key in self.keys:
-            start, stop, shape = self.spans[key]
-            part = flat[start:stop]
-            out[key] = part if len(shape) == 1 else xp.reshape(part, shape)
-        return out
+        reshape = xp.reshape
+        return {key: flat[part] if shape is None else reshape(flat[part], shape)
+                for key, part, shape in self._parts}
 
 
 def _sorted_tree(tree):
@@ -128,12 +133,8 @@ def numerical_gradient_fn(net, h: float, executor=None, compile=False):
 def backprop_gradient_fn(net):
     """grads = g(params, x, T): the network's backprop gradient as a pure function of
     params (``xpnn.nn.functional.gradient`` over the static ``net.arch``)."""
-    arch = net.arch
-
-    def gradient(params, x, T):
-        return functional.gradient(arch, params, x, T)
-
-    return gradient
+    # a partial, not a closure: one Python frame less per step
+    return functools.partial(functional.gradient, net.arch)
 
 
 def _book_transform(optimizer):
@@ -331,22 +332,27 @@ class Step:
             # (iteration, update count, iteration + 1): one addition advances all three
             K, table = xp.stack([it, xp.astype(opt[COUNT], it.dtype), it + 1]), None
         else:
-            layout, zeros, P, S, (table, row) = flat
+            layout, zeros, P, S, (table, columns, row), kept_bad = flat
         G = layout.flatten(xp, grads)
         if table is not None and row + 1 < table.shape[0]:
-            table, row = table, row + 1
+            row += 1
         elif eager:
             # the counters of the next COUNTER_ROWS steps in one addition; the steps
-            # after this one read their row (a view), no kernel, while each returns
-            # the state the one before returned
+            # after this one read their entries (views of its three columns), no
+            # kernel, while each returns the state the one before returned
             last = K if table is None else table[row, :]
             table = last + self._counter_ramp(last.dtype)
-            row = 0
+            columns, row = (table[:, 0], table[:, 1], table[:, 2]), 0
         else:
-            table, row = None, None
-        K = K + 1 if table is None else table[row, :]
-        iteration, after = K[0, ...], K[2, ...]
-        count = K[1, ...]
+            table, columns, row = None, None, None
+        if table is None:
+            K = K + 1
+            iteration, count, after = K[0, ...], K[1, ...], K[2, ...]
+        else:
+            # 0-d arrays (``[row, ...]``; ``[row]`` gives a NumPy scalar, whose powers in
+            # Adam's rate round differently)
+            c0, c1, c2 = columns
+            iteration, count, after = c0[row, ...], c1[row, ...], c2[row, ...]
         if count.dtype != opt[COUNT].dtype:
             count = xp.astype(count, opt[COUNT].dtype)
         P, S = self._apply_one(G, P, S, lr, count, xp)
@@ -357,10 +363,17 @@ class Step:
         # first_bad: kept while the parameters are finite; else first_bad mod
         # (iteration + 1), which is first_bad when one was recorded (0 < first_bad <=
         # the last iteration) and the new iteration for -1
-        total = xp.reshape(self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)),
-                                                       zeros), ())
+        # The flag is computed as a (1, 1) array, as the product is, the state's 0-d
+        # first_bad being a view of it: array-api-compat's where() on 0-d torch
+        # tensors spends ~8 us of host time on type promotion (issue 15's host-bound
+        # eager step); the step this one follows kept the array behind the first_bad
+        # it returned. (``%``: the array API's remainder operator, no wrapper call.)
+        total = self.net.arch.affine.matmul(xp.reshape(P, (1, layout.size)), zeros)
         first_bad = state["first_bad"]
-        first_bad = xp.where(total == total, first_bad, xp.remainder(first_bad, after))
+        bad = (kept_bad[1] if flat is not None and first_bad is kept_bad[0]
+               else xp.reshape(first_bad, (1, 1)))
+        bad = xp.where(total == total, bad, bad % after)
+        first_bad = xp.reshape(bad, ())
         slot_views = {slot: layout.views(xp, S[slot]) for slot in self._slots}
         new_opt = {key: count if key == COUNT else
                    {slot: slot_views[slot][key] for slot in opt[key]} for key in opt}
@@ -371,7 +384,7 @@ class Step:
             "first_bad": first_bad,
             "lr": state["lr"],
         }
-        return new_state, (layout, zeros, P, S, (table, row))
+        return new_state, (layout, zeros, P, S, (table, columns, row), (first_bad, bad))
 
     def _counter_ramp(self, dtype):
         """(COUNTER_ROWS, 1) array 1, 2, ...: added to the counters of a step, the
@@ -394,7 +407,7 @@ class Step:
         returned = (trusted is not None and state["params"] is trusted[0]["params"]
                     and state["opt"] is trusted[0]["opt"] and state["lr"] is trusted[0]["lr"]
                     and state["iteration"] is trusted[0]["iteration"]
-                    and _same_arrays(_arrays(state["params"], state["opt"]), trusted[1]))
+                    and _unchanged(state["params"], state["opt"], trusted[1]))
         if self._apply_one is not None:
             out, flat = self._flat_step(state, xb, Tb, trusted[2] if returned else None,
                                         eager=True)
@@ -403,27 +416,28 @@ class Step:
             if self._apply is not None and returned:
                 update = self._unchecked_update
             out, flat = self._dict_step(state, xb, Tb, update), None
-        self._trusted = (out, _arrays(out["params"], out["opt"]), flat)
+        self._trusted = (out, _snapshot(out["params"], out["opt"]), flat)
         return out
 
     def _unchecked_update(self, grads, opt, params, lr):
         return self._apply(grads, opt, params, lr, self.xp)
 
 
-def _arrays(params: dict, opt: dict) -> list:
-    """The arrays of a state's params and opt (a dict of arrays and of dicts of
-    arrays), in their own order."""
-    out = list(params.values())
-    for value in opt.values():
-        if isinstance(value, dict):
-            out.extend(value.values())
-        else:
-            out.append(value)
-    return out
+def _snapshot(params: dict, opt: dict) -> tuple:
+    """What ``_unchanged`` compares: ``params``, ``opt`` and each dict in ``opt`` (the
+    dicts themselves), their lengths, and all their values (arrays and sub-dicts)."""
+    dicts = [params, opt]
+    dicts += [d for d in opt.values() if isinstance(d, dict)]
+    return dicts, list(map(len, dicts)), tuple(chain.from_iterable(map(dict.values, dicts)))
 
 
-def _same_arrays(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+def _unchanged(params: dict, opt: dict, snapshot: tuple) -> bool:
+    """``params`` and ``opt`` are the snapshot's dicts and they (and the dicts in
+    ``opt``) hold the very arrays they held, nothing rebound, added or removed:
+    identity tests run by ``map`` in C, as this runs every eager step."""
+    dicts, lengths, values = snapshot
+    return (params is dicts[0] and opt is dicts[1] and list(map(len, dicts)) == lengths
+            and all(map(operator.is_, chain.from_iterable(map(dict.values, dicts)), values)))
 
 
 def make_step(net, optimizer, *, compile=False, comm=None) -> Step:
