@@ -120,7 +120,9 @@ def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
     """The parent stops a worker at its time limit: the run fails, with a row saying
     so, and the rows of the sections the worker had finished are kept. How far a
     worker gets in 0.5 s depends on the machine (an idle one finishes the correctness
-    section), so either outcome is accepted, each checked."""
+    section; a fast one with few backends installed can finish every section and still
+    be stopped before its process exits), so any outcome is accepted, each checked: the
+    run fails either way."""
     args = argparse.Namespace(dry_run=True, timeout=0.5)
     data = gpu_check.run_worker("numpy", args, mnist=False)
     (last,) = [r for r in data["rows"] if r["check"] == "worker"]
@@ -128,7 +130,6 @@ def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
     match = re.fullmatch(r"timed out after 0\.5 s \(finished: (\w+)\)", last["note"])
     assert match, last["note"]
     kept = [r for r in data["rows"] if r["check"] != "worker"]
-    assert match[1] != "all"
     assert bool(kept) == (match[1] != "nothing"), (match[1], kept)
 
 
