@@ -116,6 +116,34 @@ def test_jax_rows_follow_xpnn_bench_backends(monkeypatch, wanted, has_jax):
         assert target.device in ("cpu:0", "cuda:0") and target.gpu == (target.device != "cpu:0")
 
 
+class _Clock:
+    """A fake ``time.perf_counter``: each call of ``fn`` costs the next of ``costs``."""
+
+    def __init__(self, costs):
+        self.now, self.costs, self.calls = 0.0, costs, 0
+
+    def __call__(self):
+        return self.now
+
+    def fn(self):
+        self.now += self.costs(self.calls)
+        self.calls += 1
+
+
+def test_timing_leaves_the_first_slow_calls_out(monkeypatch):
+    """PyTorch's first eager autograd steps in a process take 3-15 ms against ~0.2 ms
+    later: five 10 ms calls, then 100 us ones, time at 100 us (a single warm-up call
+    left the slow ones in the rounds: 10,000 us). A call time that never settles still
+    ends the warm-up once its budget is spent."""
+    clock = _Clock(lambda i: 10e-3 if i < 5 else 100e-6)
+    monkeypatch.setattr(gpu_check.time, "perf_counter", clock)
+    assert gpu_check._time_us(clock.fn, 3, 0.05) == pytest.approx(100.0)
+    jumpy = _Clock(lambda i: 1e-3 if i % 2 else 5e-3)
+    monkeypatch.setattr(gpu_check.time, "perf_counter", jumpy)
+    us = gpu_check._time_us(jumpy.fn, 3, 0.05)
+    assert 1e3 <= us <= 5e3 and jumpy.calls < 100
+
+
 def test_a_worker_stopped_for_time_reports_what_it_finished(tmp_path):
     """The parent stops a worker at its time limit: the run fails, with a row saying
     so, and the rows of the sections the worker had finished are kept. How far a
